@@ -1,0 +1,51 @@
+"""Celery configuration, derived from ``Settings``.
+
+Delivery is at-least-once with idempotent tasks: late acks, requeue when a worker process
+dies, prefetch of one message per process, JSON only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.settings import Settings
+
+REVOKE_TASK = "seat_revoker.revoke_seat"
+# Longer than any task time limit or retry countdown, so Redis never hands a message that
+# is still being worked on to a second worker.
+VISIBILITY_TIMEOUT = 2 * 3600
+TASK_SOFT_TIME_LIMIT = 300
+TASK_TIME_LIMIT = 360
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "global_keyprefix": f"{settings.namespace}:",
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_expires": 24 * 3600,
+        "task_default_queue": settings.queue_name,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,
+        "task_time_limit": TASK_TIME_LIMIT,
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }

@@ -1,0 +1,151 @@
+"""Runtime settings, read from the environment (and an optional ``.env`` file).
+
+Every setting is documented in the README's configuration table. Secrets are held as
+``SecretStr`` so they never show up in ``repr()``, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+POLAR_BASE_URLS = {
+    "production": "https://api.polar.sh",
+    "sandbox": "https://sandbox-api.polar.sh",
+}
+DEFAULT_RATE_LIMITS = {"production": "500/minute", "sandbox": "100/minute"}
+
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute)\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``count`` requests per ``period`` seconds."""
+
+    count: float
+    period: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """Parse ``N/second`` or ``N/minute`` (``s``, ``sec``, ``m``, ``min`` also accepted)."""
+        match = _RATE_RE.match(text)
+        if not match:
+            raise ValueError(f"rate limit {text!r} is not of the form 'N/second' or 'N/minute'")
+        count = float(match.group(1))
+        if count <= 0:
+            raise ValueError(f"rate limit {text!r} must allow at least one request")
+        period = 1.0 if match.group(2).lower().startswith("s") else 60.0
+        return cls(count=count, period=period)
+
+    def __str__(self) -> str:
+        unit = "second" if self.period == 1.0 else "minute"
+        return f"{self.count:g}/{unit}"
+
+
+class Settings(BaseSettings):
+    """All configuration of seat-revoker. Field names map to upper-case env variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    polar_environment: Literal["sandbox", "production"] = "sandbox"
+    polar_api_url: str | None = None
+    polar_access_token: SecretStr | None = None
+    polar_access_token_file: Path | None = None
+    polar_api_version: str | None = None
+    polar_rate_limit: str | None = None
+    polar_connect_timeout: float = Field(5.0, gt=0)
+    polar_read_timeout: float = Field(20.0, gt=0)
+
+    redis_url: str = "redis://localhost:6379/0"
+    database_url: str = "sqlite:///./var/seat-revoker.db"
+    # Prefix of every Redis key and of the Celery queue: lets several deployments (or test
+    # runs) share one Redis without seeing each other's work.
+    namespace: str = Field("seat-revoker", pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    # In-process retries (tenacity) for short transient faults.
+    retry_inline_attempts: int = Field(4, ge=1)
+    retry_inline_max_wait: float = Field(10.0, ge=0)
+    # Celery-level retries for longer waits, bounded by a total budget per request.
+    retry_max_attempts: int = Field(12, ge=1)
+    retry_budget_seconds: float = Field(3600.0, gt=0)
+    # A revoked_at earlier than this job's first DELETE minus this skew means someone else
+    # revoked the seat first (tolerates clock drift between Polar and us).
+    clock_skew_seconds: float = Field(2.0, ge=0)
+    seat_lock_seconds: float = Field(120.0, gt=0)
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("polar_rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            RateLimit.parse(value)
+        return value
+
+    @field_validator("polar_api_version")
+    @classmethod
+    def _check_api_version(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"\d{4}-\d{2}", value):
+            raise ValueError(f"POLAR_API_VERSION {value!r} is not of the form YYYY-MM")
+        return value or None
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> Settings:
+        if self.polar_access_token is not None and self.polar_access_token_file is not None:
+            raise ValueError("set POLAR_ACCESS_TOKEN or POLAR_ACCESS_TOKEN_FILE, not both")
+        return self
+
+    @property
+    def api_base_url(self) -> str:
+        return (self.polar_api_url or POLAR_BASE_URLS[self.polar_environment]).rstrip("/")
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        return RateLimit.parse(
+            self.polar_rate_limit or DEFAULT_RATE_LIMITS[self.polar_environment]
+        )
+
+    @cached_property
+    def access_token(self) -> SecretStr:
+        """The organization access token, from the variable or the file."""
+        if self.polar_access_token is not None:
+            token = self.polar_access_token.get_secret_value().strip()
+        elif self.polar_access_token_file is not None:
+            try:
+                token = self.polar_access_token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read POLAR_ACCESS_TOKEN_FILE {self.polar_access_token_file}: "
+                    f"{exc.strerror}"
+                ) from None
+        else:
+            raise ConfigError("no Polar token: set POLAR_ACCESS_TOKEN or POLAR_ACCESS_TOKEN_FILE")
+        if not token:
+            raise ConfigError("the Polar access token is empty")
+        return SecretStr(token)
+
+    def redis_key(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    @property
+    def queue_name(self) -> str:
+        return self.namespace
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or unusable; the message names it (never its secret value)."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

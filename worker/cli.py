@@ -1,0 +1,196 @@
+"""The ``seat-revoker`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import SecretStr, ValidationError
+
+from config.settings import ConfigError, Settings
+from worker.display import print_record
+from worker.models import RevocationRequest
+from worker.outcomes import State
+from worker.store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        fail("invalid configuration: " + validation_text(exc))
+
+
+def validation_text(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "input"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Revoke Polar customer seats when people leave, exactly once, with proof."""
+
+
+@main.command()
+@click.option("--concurrency", "-c", type=click.IntRange(1, 256), default=None,
+              help="Worker processes (default: number of CPUs).")
+@click.option("--loglevel", default=None, help="Overrides LOG_LEVEL.")
+@click.option("--hostname", "-n", default=None, help="Celery node name, e.g. w1@%h.")
+def worker(concurrency: int | None, loglevel: str | None, hostname: str | None) -> None:
+    """Start a Celery worker with the project's configuration."""
+    settings = load_settings()
+    try:
+        settings.access_token  # noqa: B018 - fail now, not on the first task
+        Store.from_url(settings.database_url)
+    except ConfigError as exc:
+        fail(str(exc))
+    from worker.tasks import app
+
+    argv = ["worker", f"--loglevel={(loglevel or settings.log_level).upper()}",
+            f"--queues={settings.queue_name}", "--without-mingle", "--without-gossip"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
+
+
+@main.command()
+@click.argument("seat_id")
+@click.option("--subscription-id", help="Subscription the seat belongs to (enables the guard).")
+@click.option("--order-id", help="Order the seat belongs to (enables the guard).")
+@click.option("--email", help="Email of the person being offboarded.")
+@click.option("--member-id", help="Polar member id of the person.")
+@click.option("--customer-id", help="Polar customer id of the person.")
+@click.option("--external-id", help="The member's external id (your HR id).")
+@click.option("--portal-token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Customer session token file: revoke through the customer portal.")
+@click.option("--key", help="Idempotency key (default: derived from seat and person).")
+@click.option("--reason", help="Why, kept with the record.")
+@click.option("--wait", is_flag=True, help="Block until the request has its outcome.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds --wait waits before giving up (exit 3).")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+def revoke(seat_id: str, portal_token_file: Path | None, wait: bool, timeout: float,
+           as_json: bool, **fields: Any) -> None:
+    """Revoke one seat: enqueue it and print the request id."""
+    from worker.producer import Producer, RevocationInput
+
+    settings = load_settings()
+    portal_token = read_secret_file(portal_token_file) if portal_token_file else None
+    try:
+        request = RevocationInput(
+            seat_id=seat_id,
+            mode="customer_portal" if portal_token else "organization",
+            requested_by="cli",
+            **fields,
+        )
+    except ValidationError as exc:
+        fail(validation_text(exc))
+    producer = Producer(settings)
+    try:
+        result = producer.submit(request, portal_token=portal_token)
+    finally:
+        producer.close()
+    record = result.record
+    if not result.created:
+        click.echo(f"duplicate of request {record.id} (key {record.idempotency_key}): "
+                   "nothing new enqueued", err=True)
+    if not wait:
+        if as_json:
+            click.echo(json.dumps(record.to_dict()))
+        else:
+            click.echo(record.id)
+        return
+    final = wait_for(Store.from_url(settings.database_url), record.id, timeout)
+    show(final, as_json)
+    if not State(final.state).is_terminal:
+        sys.exit(EXIT_TIMEOUT)
+    sys.exit(EXIT_OK if State(final.state).is_success else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(request_id: str, as_json: bool) -> None:
+    """Show one request (by id or idempotency key) from the store."""
+    store = Store.from_url(load_settings().database_url)
+    record = store.get(request_id) or store.get_by_key(request_id)
+    if record is None:
+        fail(f"no request with id or key {request_id!r}", EXIT_FAILED)
+    show(record, as_json, history=store.history(record.id))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", "-p", type=int, default=8800, show_default=True)
+@click.option("--rate-limit", default=None, help="e.g. 100/minute (default: unlimited).")
+@click.option("--token", "tokens", multiple=True,
+              help="Accepted organization token (repeatable; default: the sandbox token).")
+def sandbox(host: str, port: int, rate_limit: str | None, tokens: tuple[str, ...]) -> None:
+    """Run the local Polar stand-in (seat endpoints, rate limit, fault injection)."""
+    from worker.sandbox import serve
+
+    serve(host=host, port=port, rate_limit=rate_limit, tokens=list(tokens))
+
+
+@main.command()
+@click.option("--people", type=click.IntRange(5, 500), default=40, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 16), default=2, show_default=True)
+def demo(people: int, concurrency: int) -> None:
+    """Offboard sample people end to end against the local sandbox."""
+    from worker.demo import run_demo
+
+    sys.exit(run_demo(people=people, concurrency=concurrency))
+
+
+def read_secret_file(path: Path) -> SecretStr:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    if not value:
+        fail(f"{path} is empty")
+    return SecretStr(value)
+
+
+def wait_for(store: Store, request_id: str, timeout: float) -> RevocationRequest:
+    deadline = time.monotonic() + timeout
+    while True:
+        record = store.get(request_id)
+        assert record is not None
+        if State(record.state).is_terminal or time.monotonic() > deadline:
+            return record
+        time.sleep(0.2)
+
+
+def show(record: RevocationRequest, as_json: bool, history: list[Any] | None = None) -> None:
+    if as_json:
+        data = record.to_dict()
+        if history is not None:
+            data["history"] = [
+                {"at": e.at.isoformat(), "state": e.state, "attempt": e.attempt,
+                 "detail": e.detail}
+                for e in history
+            ]
+        click.echo(json.dumps(data, indent=2))
+    else:
+        print_record(record, history)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Tables of the record store. The schema itself is created by the Alembic migrations in
+``worker/migrations``; these classes must stay in step with them (a test checks that)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the record store; use UTC-aware values")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class RevocationRequest(Base):
+    """One request to revoke one seat, from enqueue to its outcome."""
+
+    __tablename__ = "revocation_requests"
+    __table_args__ = (
+        Index("ix_requests_state_updated", "state", "updated_at"),
+        Index("ix_requests_batch_state", "batch_id", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    seat_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    mode: Mapped[str] = mapped_column(String(20), default="organization")
+    subscription_id: Mapped[str | None] = mapped_column(String(36))
+    order_id: Mapped[str | None] = mapped_column(String(36))
+    # The person being offboarded, as the producer named them.
+    occupant_email: Mapped[str | None] = mapped_column(String(320), index=True)
+    occupant_member_id: Mapped[str | None] = mapped_column(String(36))
+    occupant_customer_id: Mapped[str | None] = mapped_column(String(36))
+    occupant_external_id: Mapped[str | None] = mapped_column(String(200))
+    # Who held the seat when the worker looked (from the seat list read before the DELETE).
+    occupant_seen: Mapped[dict[str, Any] | None]
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_http_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    error_detail: Mapped[dict[str, Any] | None]
+    seat_snapshot: Mapped[dict[str, Any] | None]
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    # Opaque name of a customer-session token kept in Redis (portal mode); never the token.
+    portal_token_ref: Mapped[str | None] = mapped_column(String(64))
+    effective_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    first_delete_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for column in self.__table__.columns:
+            value = getattr(self, column.key)
+            out[column.key] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+class Batch(Base):
+    """A bulk offboarding submission; its rows are revocation requests with its id."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str | None] = mapped_column(String(500))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RequestEvent(Base):
+    """History of a request: every state change and attempt, never rewritten."""
+
+    __tablename__ = "request_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("revocation_requests.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(20))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[dict[str, Any] | None]
+
+
+class WebhookDelivery(Base):
+    """Offboarding webhooks already accepted, keyed by their ``webhook-id``."""
+
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    response: Mapped[dict[str, Any]]

@@ -1,0 +1,268 @@
+"""Polar seat API client and the CustomerSeat models it returns.
+
+Exceptions::
+
+    PolarError
+    ├── PolarTransportError   no HTTP answer: timeout, connection refused/reset, protocol
+    └── PolarHTTPError        an HTTP answer other than 2xx (status, error, detail, retry_after)
+
+Whether to retry follows from ``error.fault`` (see ``outcomes.classify_status``). Messages
+never contain the access token: it only ever travels in the Authorization header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import datetime
+from typing import Any, Literal, Protocol, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+
+from worker.outcomes import Fault, classify_status
+
+Mode = Literal["organization", "customer_portal"]
+USER_AGENT = "seat-revoker/0.1"
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class Member(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    customer_id: str | None = None
+    email: str | None = None
+    name: str | None = None
+    external_id: str | None = None
+    role: str | None = None
+
+
+class CustomerSeat(BaseModel):
+    """A seat as Polar returns it. Only id, status and the two timestamps are required."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: str
+    created_at: datetime
+    modified_at: datetime | None = None
+    subscription_id: str | None = None
+    order_id: str | None = None
+    customer_id: str | None = None
+    member_id: str | None = None
+    email: str | None = None
+    customer_email: str | None = None
+    claimed_at: datetime | None = None
+    revoked_at: datetime | None = None
+    seat_metadata: dict[str, Any] | None = None
+    member: Member | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready copy for the record store, unknown fields included."""
+        return self.model_dump(mode="json")
+
+
+class SeatsList(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    seats: list[CustomerSeat]
+    available_seats: int | None = None
+    total_seats: int | None = None
+
+
+class PolarError(Exception):
+    """Base of every error raised by the client."""
+
+    fault: Fault = Fault.TRANSIENT
+    status: int | None = None
+    retry_after: float | None = None
+
+
+class PolarTransportError(PolarError):
+    """The request got no HTTP answer."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+class PolarHTTPError(PolarError):
+    """Polar answered with a non-2xx status."""
+
+    def __init__(
+        self, status: int, error: str | None, detail: Any, retry_after: float | None = None
+    ) -> None:
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.retry_after = retry_after
+        self.fault = classify_status(status) or Fault.PERMANENT
+        super().__init__(f"Polar answered {status} {error or ''}: {detail_text(detail)}".strip())
+
+
+class ResponseFormatError(PolarError):
+    """A 2xx body that does not parse as the expected model."""
+
+    fault = Fault.PERMANENT
+
+
+class Throttle(Protocol):
+    """Shared rate-limit gate (see ``worker.ratelimit``)."""
+
+    def acquire(self, bucket: str) -> None: ...
+    def penalize(self, bucket: str, seconds: float) -> None: ...
+
+
+class NoThrottle:
+    def acquire(self, bucket: str) -> None:
+        return None
+
+    def penalize(self, bucket: str, seconds: float) -> None:
+        return None
+
+
+def detail_text(detail: Any) -> str:
+    if detail is None:
+        return ""
+    if isinstance(detail, list):
+        return "; ".join(
+            str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in detail
+        )
+    return str(detail)
+
+
+def token_bucket(token: SecretStr) -> str:
+    """A stable, non-reversible name for the rate-limit budget of one token."""
+    return hashlib.sha256(token.get_secret_value().encode()).hexdigest()[:16]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def build_http_client(
+    base_url: str,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    api_version: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+    max_connections: int = 20,
+) -> httpx.Client:
+    """The pooled client a worker process keeps for its whole life."""
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    if api_version:
+        headers["Polar-Version"] = api_version
+    return httpx.Client(
+        base_url=base_url,
+        headers=headers,
+        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=10),
+        transport=transport,
+    )
+
+
+class PolarClient:
+    """The three calls the worker needs. One instance per process; thread-safe."""
+
+    def __init__(
+        self, http: httpx.Client, token: SecretStr, throttle: Throttle | None = None
+    ) -> None:
+        self._http = http
+        self._token = token
+        self._throttle: Throttle = throttle or NoThrottle()
+
+    def revoke_seat(
+        self, seat_id: str, *, mode: Mode = "organization", portal_token: SecretStr | None = None
+    ) -> CustomerSeat:
+        path = (
+            f"/v1/customer-portal/seats/{seat_id}"
+            if mode == "customer_portal"
+            else f"/v1/customer-seats/{seat_id}"
+        )
+        body = self._send("DELETE", path, None, self._credential(mode, portal_token))
+        return _parse(CustomerSeat, body)
+
+    def list_seats(
+        self,
+        *,
+        subscription_id: str | None = None,
+        order_id: str | None = None,
+        mode: Mode = "organization",
+        portal_token: SecretStr | None = None,
+    ) -> SeatsList:
+        if (subscription_id is None) == (order_id is None):
+            raise ValueError("list_seats needs exactly one of subscription_id and order_id")
+        params = {"subscription_id": subscription_id} if subscription_id else {"order_id": order_id}
+        path = "/v1/customer-portal/seats" if mode == "customer_portal" else "/v1/customer-seats"
+        body = self._send("GET", path, params, self._credential(mode, portal_token))
+        return _parse(SeatsList, body)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _credential(self, mode: Mode, portal_token: SecretStr | None) -> SecretStr:
+        if mode == "customer_portal":
+            if portal_token is None:
+                raise ValueError("customer-portal mode needs a customer session token")
+            return portal_token
+        return self._token
+
+    def _send(
+        self, method: str, path: str, params: dict[str, Any] | None, token: SecretStr
+    ) -> Any:
+        bucket = token_bucket(token)
+        self._throttle.acquire(bucket)
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        try:
+            response = self._http.request(method, path, params=params, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise PolarTransportError("timeout", type(exc).__name__) from None
+        except httpx.ConnectError as exc:
+            raise PolarTransportError("connect", _safe_text(exc)) from None
+        except httpx.TransportError as exc:
+            raise PolarTransportError("network", type(exc).__name__) from None
+        if response.status_code == 429:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            self._throttle.penalize(bucket, retry_after if retry_after is not None else 1.0)
+            raise PolarHTTPError(429, "RateLimited", "too many requests", retry_after)
+        if not response.is_success:
+            error, detail = _error_body(response)
+            raise PolarHTTPError(response.status_code, error, detail)
+        try:
+            return response.json()
+        except ValueError:
+            raise ResponseFormatError(f"{method} {path}: body is not JSON") from None
+
+
+def _parse(model: type[ModelT], body: Any) -> ModelT:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise ResponseFormatError(
+            f"unexpected {model.__name__} body: {exc.error_count()} field errors"
+        ) from None
+
+
+def _error_body(response: httpx.Response) -> tuple[str | None, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.reason_phrase or None
+    if not isinstance(body, dict):
+        return None, body
+    error = body.get("error")
+    detail = body.get("detail", body.get("error_description"))
+    return (str(error) if error is not None else None), detail
+
+
+def _safe_text(exc: Exception) -> str:
+    # httpx connection errors carry OS messages and never headers; keep them short anyway.
+    return str(exc)[:200] or type(exc).__name__

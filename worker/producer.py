@@ -1,0 +1,167 @@
+"""The producer API: validate, dedupe by idempotency key, record, enqueue.
+
+The CLI, the HTTP API and HR integrations written in Python all come through here::
+
+    from worker.producer import enqueue_revocation
+    record = enqueue_revocation(
+        "4f1c…", subscription_id="9a0e…", email="jane@acme.com", reason="offboarding"
+    )
+    record.id, record.state  # → "…", "queued"
+
+Enqueueing a key that exists returns the existing record and sends nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from pydantic import SecretStr
+from redis import Redis
+
+from config.celery import REVOKE_TASK, celery_config
+from config.settings import Settings
+from worker.logs import get_logger
+from worker.models import RevocationRequest
+from worker.outcomes import State
+from worker.portal_tokens import stash_portal_token
+from worker.requests import RevocationInput
+from worker.store import Store
+
+log = get_logger("seat_revoker.producer")
+
+__all__ = ["EnqueueResult", "Producer", "RevocationInput", "enqueue_revocation"]
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    record: RevocationRequest
+    created: bool  # False: the idempotency key existed and nothing was sent
+
+
+class Producer:
+    """Holds the store, the broker connection and settings for repeated submissions."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: Store | None = None,
+        celery: Celery | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.store = store or Store.from_url(self.settings.database_url)
+        self.celery = celery or Celery("seat_revoker_producer")
+        if celery is None:
+            self.celery.config_from_object(celery_config(self.settings))
+        self._redis: Redis | None = None
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            self._redis = Redis.from_url(self.settings.redis_url)
+        return self._redis
+
+    def submit(
+        self, request: RevocationInput, *, portal_token: SecretStr | None = None
+    ) -> EnqueueResult:
+        """Record one request and enqueue it, unless its idempotency key is known."""
+        return self.submit_many([request], portal_token=portal_token)[0]
+
+    def submit_many(
+        self,
+        requests: Sequence[RevocationInput],
+        *,
+        portal_token: SecretStr | None = None,
+        batch: dict[str, Any] | None = None,
+    ) -> list[EnqueueResult]:
+        """Record all requests in one transaction, then enqueue the new ones."""
+        if any(r.mode == "customer_portal" for r in requests) and portal_token is None:
+            raise ValueError("customer-portal mode needs a customer session token")
+        token_ref = (
+            stash_portal_token(
+                self.redis, self.settings.redis_key("portal-token"), portal_token
+            )
+            if portal_token is not None
+            else None
+        )
+        rows = [_row(request, token_ref, batch) for request in requests]
+        results = [
+            EnqueueResult(record, created)
+            for record, created in self.store.add_requests(rows, batch=batch)
+        ]
+        self.send([r.record.id for r in results if r.created])
+        for result in results:
+            log.info(
+                "request.enqueued" if result.created else "request.deduplicated",
+                request_id=result.record.id,
+                seat_id=result.record.seat_id,
+                idempotency_key=result.record.idempotency_key,
+                state=result.record.state,
+            )
+        return results
+
+    def send(self, request_ids: Sequence[str]) -> None:
+        """Publish one task per request id (the id doubles as the Celery task id)."""
+        if not request_ids:
+            return
+        with self.celery.producer_or_acquire() as producer:
+            for request_id in request_ids:
+                self.celery.send_task(
+                    REVOKE_TASK,
+                    args=[request_id],
+                    task_id=request_id,
+                    queue=self.settings.queue_name,
+                    producer=producer,
+                )
+
+    def close(self) -> None:
+        self.store.engine.dispose()
+        if self._redis is not None:
+            self._redis.close()
+
+
+def _row(
+    request: RevocationInput, token_ref: str | None, batch: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "idempotency_key": request.idempotency_key(),
+        "seat_id": request.seat_id,
+        "mode": request.mode,
+        "subscription_id": request.subscription_id,
+        "order_id": request.order_id,
+        "occupant_email": request.email,
+        "occupant_member_id": request.member_id,
+        "occupant_customer_id": request.customer_id,
+        "occupant_external_id": request.external_id,
+        "state": State.QUEUED.value,
+        "requested_by": request.requested_by,
+        "reason": request.reason,
+        "batch_id": batch["id"] if batch else None,
+        "portal_token_ref": token_ref if request.mode == "customer_portal" else None,
+    }
+
+
+def enqueue_revocation(
+    seat_id: str | None = None,
+    *,
+    settings: Settings | None = None,
+    portal_token: SecretStr | None = None,
+    **fields: Any,
+) -> RevocationRequest:
+    """Validate, dedupe, record and enqueue one request; returns its record.
+
+    ``fields`` are those of ``RevocationInput`` (subscription_id, order_id, email,
+    member_id, customer_id, external_id, mode, key, reason, requested_by). Raises
+    ``pydantic.ValidationError`` naming the bad field; nothing is written then.
+    """
+    request = RevocationInput(seat_id=seat_id, **fields)
+    producer = Producer(settings)
+    try:
+        return producer.submit(request, portal_token=portal_token).record
+    finally:
+        producer.close()

@@ -1,0 +1,100 @@
+"""What a producer may ask for, validated before anything is written or enqueued."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from worker.occupant import Occupant
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+UUID_FIELDS = ("seat_id", "subscription_id", "order_id", "member_id", "customer_id")
+
+
+class RevocationInput(BaseModel):
+    """One revocation request as a producer states it.
+
+    Either a ``seat_id`` or a subscription/order plus the person whose seat it is. Naming
+    the person (email, member id, customer id or external id) needs the subscription or
+    order too: the seat list is the only place where Polar shows who holds a seat.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    seat_id: str | None = None
+    subscription_id: str | None = None
+    order_id: str | None = None
+    email: str | None = Field(None, max_length=320)
+    member_id: str | None = None
+    customer_id: str | None = None
+    external_id: str | None = Field(None, min_length=1, max_length=200)
+    mode: Literal["organization", "customer_portal"] = "organization"
+    key: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    reason: str | None = Field(None, max_length=2000)
+    requested_by: str | None = Field(None, max_length=200)
+
+    @field_validator(*UUID_FIELDS)
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a UUID") from None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not _EMAIL.match(value):
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+    @field_validator("external_id", "key", "reason", "requested_by", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RevocationInput:
+        if self.subscription_id and self.order_id:
+            raise ValueError("give subscription_id or order_id, not both")
+        container = self.subscription_id or self.order_id
+        if self.occupant.is_named and not container:
+            raise ValueError(
+                "naming the person needs subscription_id or order_id: the seat list is "
+                "the only place Polar shows who holds a seat"
+            )
+        if not self.seat_id and not (container and self.occupant.is_named):
+            raise ValueError(
+                "give seat_id, or subscription_id/order_id plus the person "
+                "(email, member_id, customer_id or external_id)"
+            )
+        return self
+
+    @property
+    def occupant(self) -> Occupant:
+        return Occupant(self.email, self.member_id, self.customer_id, self.external_id)
+
+    def idempotency_key(self) -> str:
+        """The producer's key, else one derived from the seat (or container) and the person."""
+        if self.key:
+            return self.key
+        identity = {
+            "seat_id": self.seat_id,
+            "container": None if self.seat_id else (self.subscription_id or self.order_id),
+            "email": self.email.casefold() if self.email else None,
+            "member_id": self.member_id,
+            "customer_id": self.customer_id,
+            "external_id": self.external_id,
+            "mode": self.mode,
+        }
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return f"auto:{digest[:40]}"

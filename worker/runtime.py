@@ -1,0 +1,80 @@
+"""What a worker process holds for its whole life: settings, store, Polar client, Redis.
+
+Built lazily on first use in each process (after Celery's prefork), so every worker process
+has its own pooled HTTP client and database connections.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from redis import Redis
+
+from config.settings import Settings
+from worker.logs import register_secret
+from worker.outcomes import RetryPolicy
+from worker.polar import PolarClient, Throttle, build_http_client
+from worker.store import Store
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    polar: PolarClient
+    redis: Redis
+    policy: RetryPolicy
+
+    @classmethod
+    def build(cls, settings: Settings, *, throttle: Throttle | None = None) -> Runtime:
+        token = settings.access_token
+        register_secret(token.get_secret_value())
+        redis = Redis.from_url(settings.redis_url)
+        if throttle is None:
+            from worker.ratelimit import SharedRateLimiter
+
+            throttle = SharedRateLimiter(redis, settings.redis_key("ratelimit"), settings.rate_limit)
+        http = build_http_client(
+            settings.api_base_url,
+            connect_timeout=settings.polar_connect_timeout,
+            read_timeout=settings.polar_read_timeout,
+            api_version=settings.polar_api_version,
+        )
+        return cls(
+            settings=settings,
+            store=Store.from_url(settings.database_url),
+            polar=PolarClient(http, token, throttle),
+            redis=redis,
+            policy=policy_from(settings),
+        )
+
+    def close(self) -> None:
+        self.polar.close()
+        self.store.engine.dispose()
+        self.redis.close()
+
+
+def policy_from(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        inline_attempts=settings.retry_inline_attempts,
+        inline_max_wait=settings.retry_inline_max_wait,
+        max_attempts=settings.retry_max_attempts,
+        budget_seconds=settings.retry_budget_seconds,
+    )
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_pid: int | None = None
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, built from the environment on first use."""
+    global _runtime, _pid
+    with _lock:
+        if _runtime is None or _pid != os.getpid():
+            _runtime = Runtime.build(Settings())
+            _pid = os.getpid()
+        return _runtime

@@ -1,0 +1,233 @@
+"""The record store: where every revocation request and its outcome lives.
+
+SQLite (WAL mode, safe with several worker processes) by default, PostgreSQL through
+``DATABASE_URL``. This module persists and queries; the rules live in ``worker.revocation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.models import Batch, RequestEvent, RevocationRequest, utcnow
+from worker.outcomes import TERMINAL_STATES, State
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_PG_MIGRATION_LOCK = 0x5EA7  # pg_advisory_lock key serialising concurrent migrations
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine with the settings each backend needs for several concurrent processes."""
+    url = make_url(database_url)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest migration. Safe to call concurrently."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        elif connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # one migrator at a time
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class Store:
+    """Persistence of requests, batches and their history."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, database_url: str, *, migrate_schema: bool = True) -> Store:
+        engine = make_engine(database_url)
+        if migrate_schema:
+            migrate(engine)
+        return cls(engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- requests -------------------------------------------------------------------------
+
+    def add_requests(
+        self, rows: Sequence[dict[str, Any]], batch: dict[str, Any] | None = None
+    ) -> list[tuple[RevocationRequest, bool]]:
+        """Insert requests; a row whose idempotency key exists yields the existing record.
+
+        Returns ``(record, created)`` per row, in order. All rows commit together.
+        """
+        keys = [row["idempotency_key"] for row in rows]
+        for _ in range(3):  # a concurrent producer may insert one of our keys meanwhile
+            try:
+                with self.session() as session:
+                    if batch is not None:
+                        session.add(Batch(**batch))
+                    existing = self._by_keys(session, keys)
+                    results: list[tuple[RevocationRequest, bool]] = []
+                    now = utcnow()
+                    for row in rows:
+                        key = row["idempotency_key"]
+                        if key in existing:
+                            results.append((existing[key], False))
+                            continue
+                        record = RevocationRequest(
+                            attempts=0, created_at=now, updated_at=now, **row
+                        )
+                        session.add(record)
+                        existing[key] = record
+                        results.append((record, True))
+                    session.flush()  # requests before their first history event (FK)
+                    session.add_all(
+                        RequestEvent(request_id=record.id, at=now, state=record.state)
+                        for record, created in results
+                        if created
+                    )
+                    return results
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not insert requests: idempotency keys kept colliding")
+
+    def _by_keys(self, session: Session, keys: Iterable[str]) -> dict[str, RevocationRequest]:
+        found: dict[str, RevocationRequest] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            query = select(RevocationRequest).where(RevocationRequest.idempotency_key.in_(chunk))
+            for record in session.scalars(query):
+                found[record.idempotency_key] = record
+        return found
+
+    def get(self, request_id: str) -> RevocationRequest | None:
+        with self.session() as session:
+            return session.get(RevocationRequest, request_id)
+
+    def get_by_key(self, key: str) -> RevocationRequest | None:
+        with self.session() as session:
+            return session.scalar(
+                select(RevocationRequest).where(RevocationRequest.idempotency_key == key)
+            )
+
+    def claim(
+        self, request_id: str, *, lease_until: datetime, task_attempt: int
+    ) -> RevocationRequest | None:
+        """Mark a non-terminal request running for this attempt; ``None`` if it is terminal."""
+        now = utcnow()
+        with self.session() as session:
+            result = session.execute(
+                update(RevocationRequest)
+                .where(
+                    RevocationRequest.id == request_id,
+                    RevocationRequest.state.not_in([s.value for s in TERMINAL_STATES]),
+                )
+                .values(
+                    state=State.RUNNING.value,
+                    attempts=RevocationRequest.attempts + 1,
+                    lease_expires_at=lease_until,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                return None
+            record = session.get(RevocationRequest, request_id, populate_existing=True)
+            assert record is not None
+            session.add(
+                RequestEvent(
+                    request_id=request_id, at=now, state=State.RUNNING, attempt=record.attempts
+                )
+            )
+            return record
+
+    def update(
+        self, request_id: str, *, event_detail: dict[str, Any] | None = None, **changes: Any
+    ) -> RevocationRequest:
+        """Apply ``changes``; a change of state is added to the request's history."""
+        now = utcnow()
+        with self.session() as session:
+            record = session.get(RevocationRequest, request_id, with_for_update=True)
+            if record is None:
+                raise KeyError(request_id)
+            state = changes.get("state")
+            for name, value in changes.items():
+                setattr(record, name, value.value if isinstance(value, State) else value)
+            record.updated_at = now
+            if state is not None:
+                if State(state).is_terminal:
+                    record.finished_at = now
+                    record.lease_expires_at = None
+                session.add(
+                    RequestEvent(
+                        request_id=request_id,
+                        at=now,
+                        state=str(state),
+                        attempt=record.attempts,
+                        detail=event_detail,
+                    )
+                )
+            return record
+
+    def last_revocation_of_seat(
+        self, seat_id: str, *, excluding: str
+    ) -> RevocationRequest | None:
+        """The newest request, other than ``excluding``, that revoked this seat."""
+        with self.session() as session:
+            return session.scalar(
+                select(RevocationRequest)
+                .where(
+                    RevocationRequest.seat_id == seat_id,
+                    RevocationRequest.state == State.REVOKED.value,
+                    RevocationRequest.id != excluding,
+                )
+                .order_by(RevocationRequest.finished_at.desc())
+                .limit(1)
+            )
+
+    def history(self, request_id: str) -> list[RequestEvent]:
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(RequestEvent)
+                    .where(RequestEvent.request_id == request_id)
+                    .order_by(RequestEvent.id)
+                )
+            )
+
+    def count_by_state(self, batch_id: str | None = None) -> dict[str, int]:
+        query = select(RevocationRequest.state, func.count()).group_by(RevocationRequest.state)
+        if batch_id is not None:
+            query = query.where(RevocationRequest.batch_id == batch_id)
+        with self.session() as session:
+            return {state: count for state, count in session.execute(query).tuples()}
