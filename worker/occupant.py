@@ -78,6 +78,8 @@ def judge_seat(
         if revoked_by_this_job(seat, first_delete_at, skew):
             return Verdict.REVOKED_BY_US, "revoked by this job's earlier DELETE"
         return Verdict.ALREADY_REVOKED, "seat was already revoked"
+    if not wanted.is_named:
+        return Verdict.MISMATCH, "seat is held and the job names nobody to compare with"
     wrong = mismatched_fields(occupant_of(seat), wanted)
     if wrong:
         return Verdict.MISMATCH, "seat is held by someone else (" + ", ".join(wrong) + " differ)"
