@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # A revoked_at earlier than this job's first DELETE minus this skew means someone else
     # revoked the seat first (tolerates clock drift between Polar and us).
     clock_skew_seconds: float = Field(2.0, ge=0)
-    seat_lock_seconds: float = Field(120.0, gt=0)
+    seat_lock_seconds: float = Field(15.0, gt=1)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import SecretStr, ValidationError
 
 from config.settings import ConfigError, Settings
 from worker.display import print_record
+from worker.logs import configure_logging
 from worker.models import RevocationRequest
 from worker.outcomes import State
 from worker.store import Store
@@ -42,8 +44,12 @@ def validation_text(exc: ValidationError) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Log progress events to stderr.")
+def main(verbose: bool) -> None:
     """Revoke Polar customer seats when people leave, exactly once, with proof."""
+    level = "INFO" if verbose else os.environ.get("CLI_LOG_LEVEL", "WARNING")
+    fmt = os.environ.get("LOG_FORMAT", "auto")
+    configure_logging(level, fmt if fmt in ("json", "console") else "auto")  # type: ignore[arg-type]
 
 
 @main.command()

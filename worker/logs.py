@@ -25,16 +25,18 @@ def register_secret(value: str) -> None:
         _secrets.add(value)
 
 
-def _scrub(value: Any) -> Any:
+def redact(value: Any, secrets: set[str] | None = None) -> Any:
+    """``value`` with every secret (default: the registered ones) replaced by ``***``."""
+    secrets = _secrets if secrets is None else secrets
     if isinstance(value, str):
-        for secret in _secrets:
+        for secret in secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, dict):
-        return {key: _scrub(item) for key, item in value.items()}
+        return {key: redact(item, secrets) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_scrub(item) for item in value)
+        return type(value)(redact(item, secrets) for item in value)
     return value
 
 
@@ -44,7 +46,7 @@ def redact_secrets(
     if not _secrets:
         return event_dict
     for key, value in event_dict.items():
-        event_dict[key] = _scrub(value)
+        event_dict[key] = redact(value)
     return event_dict
 
 

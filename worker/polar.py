@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
+from worker.logs import redact
 from worker.outcomes import Fault, classify_status
 
 Mode = Literal["organization", "customer_portal"]
@@ -234,7 +235,8 @@ class PolarClient:
             self._throttle.penalize(bucket, retry_after if retry_after is not None else 1.0)
             raise PolarHTTPError(429, "RateLimited", "too many requests", retry_after)
         if not response.is_success:
-            error, detail = _error_body(response)
+            # An error body may echo the request (a proxy, a debug page): never keep the token.
+            error, detail = redact(_error_body(response), {token.get_secret_value()})
             raise PolarHTTPError(response.status_code, error, detail)
         try:
             return response.json()

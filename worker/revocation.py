@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
-from redis.exceptions import LockError
 from tenacity import RetryCallState, Retrying, stop_after_delay
 
 from worker.logs import bind_task_context, get_logger
@@ -38,6 +37,7 @@ from worker.polar import CustomerSeat, Mode, PolarError, PolarHTTPError, detail_
 from worker.portal_tokens import load_portal_token
 from worker.ratelimit import ThrottleWait
 from worker.runtime import Runtime
+from worker.seatlock import SeatBusy, seat_lock
 
 log = get_logger("seat_revoker.revocation")
 T = TypeVar("T")
@@ -81,30 +81,22 @@ def run_revocation(
     if record.seat_id is None:
         raise ValueError(f"request {record.id} has no seat id")  # resolved before enqueue
 
-    lock = rt.redis.lock(
-        rt.settings.redis_key("lock", "seat", record.seat_id),
-        timeout=rt.settings.seat_lock_seconds,
-        blocking_timeout=1.0,
-    )
-    if not lock.acquire():
-        log.info("seat.lock.busy")
-        raise Deferred(2.0 + random.random(), "another worker is revoking this seat")
+    lock_key = rt.settings.redis_key("lock", "seat", record.seat_id)
     try:
-        lease = utcnow() + timedelta(seconds=rt.settings.seat_lock_seconds)
-        claimed = rt.store.claim(record.id, lease_until=lease, task_attempt=record.attempts + 1)
-        if claimed is None:
-            log.info("request.skipped_terminal")
-            final = rt.store.get(record.id)
-            assert final is not None
-            return task_result(final)
-        bind_task_context(attempt=claimed.attempts)
-        log.info("seat.revoke.started", mode=claimed.mode)
-        return task_result(_attempt(rt, claimed, sleep))
-    finally:
-        try:
-            lock.release()
-        except LockError:
-            log.warning("seat.lock.expired")
+        with seat_lock(rt.redis, lock_key, ttl=rt.settings.seat_lock_seconds):
+            lease = utcnow() + timedelta(seconds=rt.settings.seat_lock_seconds)
+            claimed = rt.store.claim(record.id, lease_until=lease)
+            if claimed is None:
+                log.info("request.skipped_terminal")
+                final = rt.store.get(record.id)
+                assert final is not None
+                return task_result(final)
+            bind_task_context(attempt=claimed.attempts)
+            log.info("seat.revoke.started", mode=claimed.mode)
+            return task_result(_attempt(rt, claimed, sleep))
+    except SeatBusy:
+        log.info("seat.lock.busy")
+        raise Deferred(2.0 + random.random(), "another worker is revoking this seat") from None
 
 
 def _attempt(

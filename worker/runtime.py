@@ -35,7 +35,9 @@ class Runtime:
         if throttle is None:
             from worker.ratelimit import SharedRateLimiter
 
-            throttle = SharedRateLimiter(redis, settings.redis_key("ratelimit"), settings.rate_limit)
+            throttle = SharedRateLimiter(
+                redis, settings.redis_key("ratelimit"), settings.rate_limit
+            )
         http = build_http_client(
             settings.api_base_url,
             connect_timeout=settings.polar_connect_timeout,

@@ -141,9 +141,7 @@ class Store:
                 select(RevocationRequest).where(RevocationRequest.idempotency_key == key)
             )
 
-    def claim(
-        self, request_id: str, *, lease_until: datetime, task_attempt: int
-    ) -> RevocationRequest | None:
+    def claim(self, request_id: str, *, lease_until: datetime) -> RevocationRequest | None:
         """Mark a non-terminal request running for this attempt; ``None`` if it is terminal."""
         now = utcnow()
         with self.session() as session:
