@@ -78,9 +78,9 @@ class Settings(BaseSettings):
     # Celery-level retries for longer waits, bounded by a total budget per request.
     retry_max_attempts: int = Field(12, ge=1)
     retry_budget_seconds: float = Field(3600.0, gt=0)
-    # A revoked_at earlier than this job's first DELETE minus this skew means someone else
-    # revoked the seat first (tolerates clock drift between Polar and us).
-    clock_skew_seconds: float = Field(2.0, ge=0)
+    # A revoked_at earlier than this job's first DELETE (minus this allowance for a Polar
+    # clock running behind ours) means someone else revoked the seat first.
+    clock_skew_seconds: float = Field(0.0, ge=0)
     seat_lock_seconds: float = Field(15.0, gt=1)
 
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -70,9 +70,11 @@ def configure_logging(
         if use_json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
-    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
-    if use_json:
-        final.append(structlog.processors.format_exc_info)
+    # Tracebacks become text before redaction, so a secret inside an exception is caught.
+    final: list[Any] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.format_exc_info,
+    ]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[*final, redact_secrets, renderer],

@@ -103,6 +103,8 @@ def find_seat(seats: Iterable[CustomerSeat], seat_id: str) -> CustomerSeat | Non
 
 def find_seat_of(seats: Iterable[CustomerSeat], wanted: Occupant) -> CustomerSeat | None:
     """The active (pending or claimed) seat held by ``wanted``, if any."""
+    if not wanted.is_named:
+        return None
     for seat in seats:
         if seat.status != "revoked" and not mismatched_fields(occupant_of(seat), wanted):
             return seat

@@ -122,12 +122,13 @@ def plan_retry(
         delay = retry_after if retry_after is not None else backoff(task_attempt, policy)
     else:
         delay = backoff(inline_attempt, policy)
+    inline = delay <= policy.inline_max_wait and inline_attempt < policy.inline_attempts
+    if not inline and fault is Fault.TRANSIENT:
+        delay = max(delay, backoff(task_attempt + 1, policy))
     if elapsed + delay > policy.budget_seconds:
         return RetryPlan(Action.GIVE_UP, reason="retry budget exhausted")
-    if delay <= policy.inline_max_wait and inline_attempt < policy.inline_attempts:
+    if inline:
         return RetryPlan(Action.RETRY_INLINE, delay)
     if task_attempt >= policy.max_attempts:
         return RetryPlan(Action.GIVE_UP, reason="retry attempts exhausted")
-    if fault is Fault.TRANSIENT:
-        delay = max(delay, backoff(task_attempt + 1, policy))
     return RetryPlan(Action.RETRY_LATER, delay)

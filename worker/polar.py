@@ -99,7 +99,8 @@ class PolarHTTPError(PolarError):
         self.detail = detail
         self.retry_after = retry_after
         self.fault = classify_status(status) or Fault.PERMANENT
-        super().__init__(f"Polar answered {status} {error or ''}: {detail_text(detail)}".strip())
+        name = f" {error}" if error else ""
+        super().__init__(f"Polar answered {status}{name}: {detail_text(detail)}")
 
 
 class ResponseFormatError(PolarError):

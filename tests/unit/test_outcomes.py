@@ -1,0 +1,386 @@
+"""Table-driven tests of the pure retry decisions in ``worker.outcomes``."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.outcomes import (
+    SUCCESS_STATES,
+    TERMINAL_STATES,
+    Action,
+    Fault,
+    RetryPolicy,
+    State,
+    backoff,
+    classify_status,
+    plan_retry,
+)
+
+POLICY = RetryPolicy(
+    inline_attempts=4,
+    inline_max_wait=10.0,
+    backoff_initial=0.5,
+    backoff_max=30.0,
+    max_attempts=12,
+    budget_seconds=3600.0,
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "fault"),
+    [
+        pytest.param(200, None, id="200 ok is not a fault"),
+        pytest.param(204, None, id="204 no content is not a fault"),
+        pytest.param(400, Fault.PERMANENT, id="400 bad request is permanent"),
+        pytest.param(401, Fault.PERMANENT, id="401 unauthorized is permanent"),
+        pytest.param(403, Fault.PERMANENT, id="403 forbidden is permanent"),
+        pytest.param(404, Fault.PERMANENT, id="404 not found is permanent"),
+        pytest.param(408, Fault.TRANSIENT, id="408 request timeout is transient"),
+        pytest.param(409, Fault.PERMANENT, id="409 conflict is permanent"),
+        pytest.param(422, Fault.PERMANENT, id="422 validation error is permanent"),
+        pytest.param(429, Fault.RATE_LIMITED, id="429 too many requests is rate limited"),
+        pytest.param(500, Fault.TRANSIENT, id="500 internal error is transient"),
+        pytest.param(502, Fault.TRANSIENT, id="502 bad gateway is transient"),
+        pytest.param(503, Fault.TRANSIENT, id="503 unavailable is transient"),
+        pytest.param(504, Fault.TRANSIENT, id="504 gateway timeout is transient"),
+    ],
+)
+def test_classify_status(status: int, fault: Fault | None) -> None:
+    assert classify_status(status) is fault
+
+
+@pytest.mark.parametrize(
+    ("attempt", "expected"),
+    [
+        pytest.param(0, 0.5, id="attempt 0 waits the initial delay"),
+        pytest.param(1, 0.5, id="attempt 1 waits the initial delay"),
+        pytest.param(2, 1.0, id="attempt 2 doubles it"),
+        pytest.param(3, 2.0, id="attempt 3 doubles again"),
+        pytest.param(6, 16.0, id="attempt 6 waits sixteen seconds"),
+        pytest.param(7, 30.0, id="attempt 7 is capped at backoff_max"),
+        pytest.param(50, 30.0, id="a huge attempt number stays at the cap"),
+    ],
+)
+def test_backoff_grows_exponentially_and_is_capped(attempt: int, expected: float) -> None:
+    assert backoff(attempt, POLICY) == expected
+
+
+def test_backoff_respects_a_custom_policy() -> None:
+    policy = RetryPolicy(backoff_initial=2.0, backoff_max=5.0)
+    assert [backoff(n, policy) for n in (1, 2, 3, 4)] == [2.0, 4.0, 5.0, 5.0]
+
+
+# (fault, inline_attempt, task_attempt, elapsed, retry_after) -> (action, delay or None)
+PLAN_CASES = [
+    pytest.param(
+        Fault.PERMANENT,
+        1,
+        1,
+        0.0,
+        None,
+        Action.GIVE_UP,
+        0.0,
+        id="a permanent error gives up at once",
+    ),
+    pytest.param(
+        Fault.PERMANENT,
+        1,
+        1,
+        0.0,
+        1.0,
+        Action.GIVE_UP,
+        0.0,
+        id="a permanent error gives up even with a retry-after",
+    ),
+    pytest.param(
+        Fault.RATE_LIMITED,
+        1,
+        1,
+        0.0,
+        3.0,
+        Action.RETRY_INLINE,
+        3.0,
+        id="a 429 with a short retry-after retries inline after exactly retry-after",
+    ),
+    pytest.param(
+        Fault.RATE_LIMITED,
+        1,
+        1,
+        0.0,
+        10.0,
+        Action.RETRY_INLINE,
+        10.0,
+        id="a 429 with retry-after equal to inline_max_wait still retries inline",
+    ),
+    pytest.param(
+        Fault.RATE_LIMITED,
+        1,
+        1,
+        0.0,
+        45.0,
+        Action.RETRY_LATER,
+        45.0,
+        id="a 429 with a long retry-after retries later with countdown retry-after",
+    ),
+    pytest.param(
+        Fault.RATE_LIMITED,
+        4,
+        1,
+        0.0,
+        2.0,
+        Action.RETRY_LATER,
+        2.0,
+        id="a 429 after the last inline attempt retries later with countdown retry-after",
+    ),
+    pytest.param(
+        Fault.RATE_LIMITED,
+        1,
+        3,
+        0.0,
+        None,
+        Action.RETRY_INLINE,
+        2.0,
+        id="a 429 without retry-after falls back to backoff of the task attempt",
+    ),
+    pytest.param(
+        Fault.RATE_LIMITED,
+        1,
+        9,
+        0.0,
+        None,
+        Action.RETRY_LATER,
+        30.0,
+        id="a 429 without retry-after on a late task attempt waits the capped backoff later",
+    ),
+    pytest.param(
+        Fault.TRANSIENT,
+        1,
+        1,
+        0.0,
+        None,
+        Action.RETRY_INLINE,
+        0.5,
+        id="a first transient failure retries inline after the initial backoff",
+    ),
+    pytest.param(
+        Fault.TRANSIENT,
+        2,
+        1,
+        0.0,
+        None,
+        Action.RETRY_INLINE,
+        1.0,
+        id="a second transient failure retries inline after a doubled backoff",
+    ),
+    pytest.param(
+        Fault.TRANSIENT,
+        3,
+        1,
+        0.0,
+        None,
+        Action.RETRY_INLINE,
+        2.0,
+        id="a third transient failure still retries inline",
+    ),
+    pytest.param(
+        Fault.TRANSIENT,
+        4,
+        1,
+        0.0,
+        None,
+        Action.RETRY_LATER,
+        4.0,
+        id="a transient failure on the last inline attempt retries later",
+    ),
+    pytest.param(
+        Fault.TRANSIENT,
+        4,
+        6,
+        0.0,
+        None,
+        Action.RETRY_LATER,
+        30.0,
+        id="a later retry of a transient failure waits at least the next task backoff",
+    ),
+    pytest.param(
+        Fault.TRANSIENT,
+        1,
+        1,
+        3599.9,
+        None,
+        Action.GIVE_UP,
+        0.0,
+        id="a transient failure gives up when the delay would overrun the budget",
+    ),
+    pytest.param(
+        Fault.RATE_LIMITED,
+        1,
+        1,
+        3500.0,
+        200.0,
+        Action.GIVE_UP,
+        0.0,
+        id="a 429 gives up when retry-after would overrun the budget",
+    ),
+    pytest.param(
+        Fault.RATE_LIMITED,
+        1,
+        1,
+        3500.0,
+        100.0,
+        Action.RETRY_LATER,
+        100.0,
+        id="a 429 whose retry-after ends exactly at the budget still retries",
+    ),
+    pytest.param(
+        Fault.TRANSIENT,
+        4,
+        12,
+        0.0,
+        None,
+        Action.GIVE_UP,
+        0.0,
+        id="a transient failure gives up when task attempts are exhausted",
+    ),
+    pytest.param(
+        Fault.RATE_LIMITED,
+        1,
+        12,
+        0.0,
+        60.0,
+        Action.GIVE_UP,
+        0.0,
+        id="a long 429 gives up when task attempts are exhausted",
+    ),
+    pytest.param(
+        Fault.TRANSIENT,
+        1,
+        12,
+        0.0,
+        None,
+        Action.RETRY_INLINE,
+        0.5,
+        id="inline retries are still allowed on the last task attempt",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "inline_attempt", "task_attempt", "elapsed", "retry_after", "action", "delay"),
+    PLAN_CASES,
+)
+def test_plan_retry(
+    fault: Fault,
+    inline_attempt: int,
+    task_attempt: int,
+    elapsed: float,
+    retry_after: float | None,
+    action: Action,
+    delay: float,
+) -> None:
+    plan = plan_retry(
+        fault,
+        inline_attempt=inline_attempt,
+        task_attempt=task_attempt,
+        elapsed=elapsed,
+        retry_after=retry_after,
+        policy=POLICY,
+    )
+    assert plan.action is action
+    assert plan.delay == pytest.approx(delay)
+
+
+@pytest.mark.parametrize(
+    ("fault", "inline_attempt", "task_attempt", "elapsed", "reason"),
+    [
+        pytest.param(Fault.PERMANENT, 1, 1, 0.0, "permanent error", id="permanent says so"),
+        pytest.param(Fault.TRANSIENT, 1, 1, 3600.0, "retry budget exhausted", id="budget says so"),
+        pytest.param(Fault.TRANSIENT, 4, 12, 0.0, "retry attempts exhausted", id="attempts say so"),
+    ],
+)
+def test_give_up_gives_a_reason(
+    fault: Fault, inline_attempt: int, task_attempt: int, elapsed: float, reason: str
+) -> None:
+    plan = plan_retry(
+        fault,
+        inline_attempt=inline_attempt,
+        task_attempt=task_attempt,
+        elapsed=elapsed,
+        retry_after=None,
+        policy=POLICY,
+    )
+    assert plan.action is Action.GIVE_UP
+    assert plan.reason == reason
+
+
+def test_transient_inline_sequence_follows_inline_attempts() -> None:
+    policy = RetryPolicy(inline_attempts=3)
+    actions = [
+        plan_retry(
+            Fault.TRANSIENT,
+            inline_attempt=n,
+            task_attempt=1,
+            elapsed=0.0,
+            retry_after=None,
+            policy=policy,
+        ).action
+        for n in (1, 2, 3)
+    ]
+    assert actions == [Action.RETRY_INLINE, Action.RETRY_INLINE, Action.RETRY_LATER]
+
+
+def test_inline_retry_needs_the_delay_within_inline_max_wait() -> None:
+    policy = RetryPolicy(inline_max_wait=0.25)
+    plan = plan_retry(
+        Fault.TRANSIENT,
+        inline_attempt=1,
+        task_attempt=1,
+        elapsed=0.0,
+        retry_after=None,
+        policy=policy,
+    )
+    assert plan.action is Action.RETRY_LATER
+
+
+@pytest.mark.parametrize(
+    ("state", "terminal", "success"),
+    [
+        pytest.param(State.SCHEDULED, False, False, id="scheduled is neither terminal nor done"),
+        pytest.param(State.QUEUED, False, False, id="queued is neither terminal nor done"),
+        pytest.param(State.RUNNING, False, False, id="running is neither terminal nor done"),
+        pytest.param(State.RETRYING, False, False, id="retrying is neither terminal nor done"),
+        pytest.param(State.REVOKED, True, True, id="revoked is a terminal success"),
+        pytest.param(State.ALREADY_REVOKED, True, True, id="already revoked is a terminal success"),
+        pytest.param(
+            State.OCCUPANT_MISMATCH, True, True, id="occupant mismatch is a terminal success"
+        ),
+        pytest.param(State.NO_ACTIVE_SEAT, True, True, id="no active seat is a terminal success"),
+        pytest.param(State.FAILED, True, False, id="failed is terminal but not a success"),
+        pytest.param(State.CANCELLED, True, False, id="cancelled is terminal but not a success"),
+    ],
+)
+def test_state_sets(state: State, terminal: bool, success: bool) -> None:
+    assert state.is_terminal is terminal
+    assert state.is_success is success
+
+
+def test_every_success_state_is_terminal() -> None:
+    assert SUCCESS_STATES <= TERMINAL_STATES
+    assert len(TERMINAL_STATES) == 6
+
+
+def test_state_values_are_the_stored_strings() -> None:
+    assert State("occupant_mismatch") is State.OCCUPANT_MISMATCH
+    assert str(State.ALREADY_REVOKED) == "already_revoked"
+
+
+def test_a_later_retry_never_lands_past_the_budget() -> None:
+    plan = plan_retry(
+        Fault.TRANSIENT,
+        inline_attempt=4,
+        task_attempt=6,
+        elapsed=3590.0,
+        retry_after=None,
+        policy=POLICY,
+    )
+    assert plan.action is Action.GIVE_UP or 3590.0 + plan.delay <= POLICY.budget_seconds
