@@ -13,7 +13,7 @@ import click
 from pydantic import SecretStr, ValidationError
 
 from config.settings import ConfigError, Settings
-from worker.display import print_record
+from worker.display import print_batch, print_record
 from worker.logs import configure_logging
 from worker.models import RevocationRequest
 from worker.outcomes import State
@@ -131,15 +131,114 @@ def revoke(seat_id: str, portal_token_file: Path | None, wait: bool, timeout: fl
 
 
 @main.command()
-@click.argument("request_id")
+@click.argument("request_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def status(request_id: str, as_json: bool) -> None:
-    """Show one request (by id or idempotency key) from the store."""
+    """Show one request (by id or idempotency key), or a batch's progress, from the store."""
+    from worker.batches import batch_progress
+
     store = Store.from_url(load_settings().database_url)
     record = store.get(request_id) or store.get_by_key(request_id)
-    if record is None:
-        fail(f"no request with id or key {request_id!r}", EXIT_FAILED)
-    show(record, as_json, history=store.history(record.id))
+    if record is not None:
+        show(record, as_json, history=store.history(record.id))
+        return
+    progress = batch_progress(store, request_id)
+    if progress is None:
+        fail(f"no request or batch with id or key {request_id!r}", EXIT_FAILED)
+    print_batch(progress, as_json)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "json"]), default=None,
+              help="File format (default: from the extension, else sniffed).")
+@click.option("--name", help="A name for the batch, shown in status and reports.")
+@click.option("--dry-run", is_flag=True, help="Validate and check against Polar; change nothing.")
+@click.option("--wait", is_flag=True, help="Show progress until every row has its outcome.")
+@click.option("--timeout", type=float, default=3600.0, show_default=True,
+              help="Seconds --wait waits before giving up (exit 3).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary at the end.")
+def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bool,
+          timeout: float, as_json: bool) -> None:
+    """Offboard everyone in a CSV or JSON Lines FILE (validated whole before anything runs).
+
+    Columns: seat_id, subscription_id, order_id, email, member_id, customer_id,
+    external_id, reason, key. A row needs a seat_id, or a subscription_id/order_id plus
+    one field naming the person.
+    """
+    from worker.batches import batch_progress
+    from worker.batchfile import BatchFileError, parse_batch
+    from worker.producer import Producer
+    from worker.progress import follow
+
+    settings = load_settings()
+    try:
+        parsed = parse_batch(file.read_bytes(), fmt=fmt, filename=file.name,  # type: ignore[arg-type]
+                             requested_by="cli")
+    except BatchFileError as exc:
+        fail(f"{file}: {exc}\nnothing was enqueued")
+    if dry_run:
+        from worker.dryrun import dry_run as run_dry
+
+        sys.exit(run_dry(settings, parsed, as_json=as_json))
+    producer = Producer(settings)
+    try:
+        result = producer.submit_batch(
+            parsed.requests, name=name or file.name, source=str(file), requested_by="cli",
+            lines=[row.line for row in parsed.rows],
+        )
+    finally:
+        producer.close()
+    click.echo(f"batch {result.batch_id}: {result.total} rows, {result.created} enqueued, "
+               f"{result.duplicates + parsed.duplicates} duplicates collapsed", err=True)
+    store = Store.from_url(settings.database_url)
+
+    def read() -> Any:
+        progress = batch_progress(store, result.batch_id)
+        assert progress is not None
+        return progress
+
+    final = follow(read, timeout=timeout) if wait else read()
+    if as_json:
+        click.echo(json.dumps(final.summary()))
+    elif wait:
+        print_batch(final, False)
+    else:
+        click.echo(result.batch_id)
+    if wait and not final.done:
+        sys.exit(EXIT_TIMEOUT)
+
+
+@main.command()
+@click.argument("batch_id")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to a file instead of standard output.")
+def report(batch_id: str, fmt: str, output: Path | None) -> None:
+    """One row per batch line: outcome, seat snapshot fields, attempts and error."""
+    import csv
+    import io
+
+    from worker.batches import REPORT_COLUMNS, get_batch, report_rows
+
+    store = Store.from_url(load_settings().database_url)
+    if get_batch(store, batch_id) is None:
+        fail(f"no batch {batch_id!r}", EXIT_FAILED)
+    rows = report_rows(store, batch_id)
+    if fmt == "json":
+        text = json.dumps(rows, indent=2)
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    if output:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"{len(rows)} rows written to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command()

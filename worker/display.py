@@ -62,3 +62,21 @@ def print_record(record: RevocationRequest, history: list[Any] | None = None) ->
             detail = f"  {event.detail}" if event.detail else ""
             console.print(f"  {event.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f"  {event.state}"
                           f"  (attempt {event.attempt}){detail}")
+
+
+def print_batch(progress: Any, as_json: bool) -> None:
+    """A batch's progress: a JSON summary, or a short table."""
+    if as_json:
+        import json
+
+        print(json.dumps(progress.summary()))
+        return
+    state = "done" if progress.done else "in progress"
+    console.print(f"[bold]batch {progress.batch_id}[/bold] {progress.name or ''} — {state}, "
+                  f"{progress.finished}/{progress.total} finished in {progress.elapsed_s:.1f}s")
+    table = Table(show_header=True)
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    for name, count in progress.counts.items():
+        table.add_row(styled_state(name), str(count))
+    console.print(table)

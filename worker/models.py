@@ -99,6 +99,16 @@ class Batch(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class BatchItem(Base):
+    """One line of a batch file and the request it maps to (shared by duplicates)."""
+
+    __tablename__ = "batch_items"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("revocation_requests.id"), index=True)
+
+
 class RequestEvent(Base):
     """History of a request: every state change and attempt, never rewritten."""
 

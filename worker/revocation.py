@@ -28,6 +28,7 @@ from worker.occupant import (
     Occupant,
     Verdict,
     find_seat,
+    find_seat_of,
     judge_seat,
     occupant_dict,
     revoked_by_this_job,
@@ -37,6 +38,7 @@ from worker.polar import CustomerSeat, Mode, PolarError, PolarHTTPError, detail_
 from worker.portal_tokens import load_portal_token
 from worker.ratelimit import ThrottleWait
 from worker.runtime import Runtime
+from worker.seatlists import container_of
 from worker.seatlock import SeatBusy, seat_lock
 
 log = get_logger("seat_revoker.revocation")
@@ -79,7 +81,10 @@ def run_revocation(
         log.info("request.skipped_terminal", state=record.state)
         return task_result(record)
     if record.seat_id is None:
-        raise ValueError(f"request {record.id} has no seat id")  # resolved before enqueue
+        resolved = _resolve_seat(rt, record)
+        if resolved is None:
+            return task_result(rt.store.get(record.id) or record)
+        record = resolved
 
     lock_key = rt.settings.redis_key("lock", "seat", record.seat_id)
     try:
@@ -129,13 +134,19 @@ def _revoke(
     seat_id = record.seat_id
     assert seat_id is not None
     first_delete_at = record.first_delete_at
+    # The batch's shared seat list may serve as the guard on the first try only; any retry
+    # (this request's state may have changed) reads afresh.
+    share_in = record.batch_id if record.attempts == 1 else None
 
     def once() -> Finished:
-        nonlocal first_delete_at
+        nonlocal first_delete_at, share_in
         seen: dict[str, Any] | None = None
         if container is not None:
-            seats = rt.polar.list_seats(**container, mode=mode, portal_token=portal_token)
-            seat = find_seat(seats.seats, seat_id)
+            seats = rt.seat_lists.read(
+                container, mode=mode, portal_token=portal_token, share_in=share_in
+            )
+            share_in = None
+            seat = find_seat(seats, seat_id)
             verdict, why = judge_seat(
                 seat, wanted, first_delete_at=first_delete_at, skew=_skew(rt)
             )
@@ -152,6 +163,41 @@ def _revoke(
     return _with_inline_retries(rt, record, once, sleep)
 
 
+def _resolve_seat(rt: Runtime, record: RevocationRequest) -> RevocationRequest | None:
+    """Find the seat of the named person in the subscription/order's (shared) seat list.
+
+    Returns the request with its seat id set, or ``None`` once the request is finished
+    (``no_active_seat``, or ``failed`` when the list cannot be read).
+    """
+    container = container_of(record)
+    assert container is not None, "validated at enqueue: no seat id means a container"
+    mode: Mode = "customer_portal" if record.mode == "customer_portal" else "organization"
+    wanted = Occupant(record.occupant_email, record.occupant_member_id,
+                      record.occupant_customer_id, record.occupant_external_id)
+    try:
+        portal_token = _portal_token(rt, record) if mode == "customer_portal" else None
+        seats = _with_inline_retries(
+            rt, record,
+            lambda: rt.seat_lists.read(container, mode=mode, portal_token=portal_token,
+                                       share_in=record.batch_id),
+            time.sleep,
+        )
+    except ThrottleWait as wait:
+        raise Deferred(wait.seconds, "waiting for rate-limit budget") from None
+    except PolarError as error:
+        plan = _plan(rt, record, error, inline_attempt=rt.policy.inline_attempts)
+        _record_failure(rt, record, error, plan)
+        return None
+    seat = find_seat_of(seats, wanted)
+    if seat is None:
+        _record_finish(rt, record, Finished(State.NO_ACTIVE_SEAT,
+                                            "the person holds no active seat there"))
+        return None
+    log.info("seat.resolved", resolved_seat_id=seat.id)
+    bind_task_context(seat_id=seat.id)
+    return rt.store.update(record.id, seat_id=seat.id, event_detail={"resolved": seat.id})
+
+
 def _guard_container(
     rt: Runtime, record: RevocationRequest, wanted: Occupant
 ) -> dict[str, str] | None:
@@ -161,10 +207,9 @@ def _guard_container(
     earlier revocation's subscription/order is read: a seat now held again was reassigned
     and must not be revoked on a seat id alone.
     """
-    if record.subscription_id:
-        return {"subscription_id": record.subscription_id}
-    if record.order_id:
-        return {"order_id": record.order_id}
+    container = container_of(record)
+    if container is not None:
+        return container
     if wanted.is_named or record.seat_id is None:
         return None
     prior = rt.store.last_revocation_of_seat(record.seat_id, excluding=record.id)

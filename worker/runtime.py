@@ -16,6 +16,7 @@ from config.settings import Settings
 from worker.logs import register_secret
 from worker.outcomes import RetryPolicy
 from worker.polar import PolarClient, Throttle, build_http_client
+from worker.seatlists import SeatLists
 from worker.store import Store
 
 
@@ -26,6 +27,7 @@ class Runtime:
     polar: PolarClient
     redis: Redis
     policy: RetryPolicy
+    seat_lists: SeatLists
 
     @classmethod
     def build(cls, settings: Settings, *, throttle: Throttle | None = None) -> Runtime:
@@ -44,12 +46,14 @@ class Runtime:
             read_timeout=settings.polar_read_timeout,
             api_version=settings.polar_api_version,
         )
+        polar = PolarClient(http, token, throttle)
         return cls(
             settings=settings,
             store=Store.from_url(settings.database_url),
-            polar=PolarClient(http, token, throttle),
+            polar=polar,
             redis=redis,
             policy=policy_from(settings),
+            seat_lists=SeatLists(redis, settings.redis_key("seatlist"), polar),
         )
 
     def close(self) -> None:

@@ -14,12 +14,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.models import Batch, RequestEvent, RevocationRequest, utcnow
+from worker.models import Batch, BatchItem, RequestEvent, RevocationRequest, utcnow
 from worker.outcomes import TERMINAL_STATES, State
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -84,42 +84,61 @@ class Store:
     # -- requests -------------------------------------------------------------------------
 
     def add_requests(
-        self, rows: Sequence[dict[str, Any]], batch: dict[str, Any] | None = None
+        self,
+        rows: Sequence[dict[str, Any]],
+        batch: dict[str, Any] | None = None,
+        lines: Sequence[int] | None = None,
     ) -> list[tuple[RevocationRequest, bool]]:
         """Insert requests; a row whose idempotency key exists yields the existing record.
 
-        Returns ``(record, created)`` per row, in order. All rows commit together.
+        Returns ``(record, created)`` per row, in order; all rows (and the batch) commit
+        together. Inserts are executemany statements, so 10,000 rows take well under a second.
         """
-        keys = [row["idempotency_key"] for row in rows]
         for _ in range(3):  # a concurrent producer may insert one of our keys meanwhile
             try:
-                with self.session() as session:
-                    if batch is not None:
-                        session.add(Batch(**batch))
-                    existing = self._by_keys(session, keys)
-                    results: list[tuple[RevocationRequest, bool]] = []
-                    now = utcnow()
-                    for row in rows:
-                        key = row["idempotency_key"]
-                        if key in existing:
-                            results.append((existing[key], False))
-                            continue
-                        record = RevocationRequest(
-                            attempts=0, created_at=now, updated_at=now, **row
-                        )
-                        session.add(record)
-                        existing[key] = record
-                        results.append((record, True))
-                    session.flush()  # requests before their first history event (FK)
-                    session.add_all(
-                        RequestEvent(request_id=record.id, at=now, state=record.state)
-                        for record, created in results
-                        if created
-                    )
-                    return results
+                return self._insert_new(rows, batch, lines)
             except IntegrityError:
                 continue
         raise RuntimeError("could not insert requests: idempotency keys kept colliding")
+
+    def _insert_new(
+        self,
+        rows: Sequence[dict[str, Any]],
+        batch: dict[str, Any] | None,
+        lines: Sequence[int] | None,
+    ) -> list[tuple[RevocationRequest, bool]]:
+        now = utcnow()
+        with self.session() as session:
+            if batch is not None:
+                session.execute(insert(Batch), [{"created_at": now, **batch}])
+            existing = self._by_keys(session, [row["idempotency_key"] for row in rows])
+            results: list[tuple[RevocationRequest, bool]] = []
+            fresh: list[dict[str, Any]] = []
+            for row in rows:
+                key = row["idempotency_key"]
+                if key in existing:
+                    results.append((existing[key], False))
+                    continue
+                values = {"attempts": 0, "created_at": now, "updated_at": now, **row}
+                record = RevocationRequest(**values)
+                existing[key] = record
+                fresh.append(values)
+                results.append((record, True))
+            if fresh:
+                session.execute(insert(RevocationRequest), fresh)
+                session.execute(
+                    insert(RequestEvent),
+                    [{"request_id": v["id"], "at": now, "state": v["state"], "attempt": 0}
+                     for v in fresh],
+                )
+            if batch is not None:
+                numbers = lines if lines is not None else range(1, len(results) + 1)
+                session.execute(
+                    insert(BatchItem),
+                    [{"batch_id": batch["id"], "line": line, "request_id": record.id}
+                     for line, (record, _created) in zip(numbers, results, strict=True)],
+                )
+            return results
 
     def _by_keys(self, session: Session, keys: Iterable[str]) -> dict[str, RevocationRequest]:
         found: dict[str, RevocationRequest] = {}

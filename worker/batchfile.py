@@ -1,0 +1,209 @@
+"""Batch files: CSV with a header row, JSON Lines, or a JSON array — validated whole.
+
+Every problem is reported with its line number (for a JSON array: its 1-based item number)
+and nothing is returned unless the whole file is valid, so a bad file never enqueues half a
+batch. Rows with the same idempotency key collapse to the first one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from worker.requests import RevocationInput
+
+Format = Literal["csv", "jsonl", "json"]
+COLUMNS = (
+    "seat_id", "subscription_id", "order_id", "email", "member_id", "customer_id",
+    "external_id", "reason", "key",
+)
+MAX_ROWS = 100_000
+MAX_REPORTED_ERRORS = 50
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
+class BatchFileError(ValueError):
+    """The file is not a valid batch; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: list[LineError]) -> None:
+        self.errors = errors
+        shown = "\n".join(f"  {error}" for error in errors[:MAX_REPORTED_ERRORS])
+        more = len(errors) - MAX_REPORTED_ERRORS
+        tail = f"\n  … and {more} more" if more > 0 else ""
+        super().__init__(f"invalid batch file ({len(errors)} problems):\n{shown}{tail}")
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    line: int
+    request: RevocationInput
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    rows: list[BatchRow]  # unique by idempotency key, in file order
+    duplicates: int  # rows dropped because an earlier row had the same key
+
+    @property
+    def requests(self) -> list[RevocationInput]:
+        return [row.request for row in self.rows]
+
+
+def detect_format(data: bytes, filename: str | None) -> Format:
+    name = (filename or "").lower()
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".json"):
+        return "json" if data.lstrip().startswith(b"[") else "jsonl"
+    if name.endswith(".csv"):
+        return "csv"
+    head = data.lstrip()[:1]
+    if head == b"[":
+        return "json"
+    return "jsonl" if head == b"{" else "csv"
+
+
+def parse_batch(
+    data: bytes,
+    *,
+    fmt: Format | None = None,
+    filename: str | None = None,
+    requested_by: str | None = None,
+) -> ParsedBatch:
+    """Parse and validate a whole batch file; raise ``BatchFileError`` listing every problem."""
+    text = _decode(data)
+    fmt = fmt or detect_format(data, filename)
+    records = {"csv": _csv_records, "jsonl": _jsonl_records, "json": _json_records}[fmt]
+    errors: list[LineError] = []
+    rows: list[BatchRow] = []
+    seen: dict[str, int] = {}
+    duplicates = 0
+    for line, record in records(text, errors):
+        if len(rows) + duplicates >= MAX_ROWS:
+            errors.append(LineError(line, f"more than {MAX_ROWS} rows; split the file"))
+            break
+        request = _validate(line, record, errors, requested_by)
+        if request is None:
+            continue
+        key = request.idempotency_key()
+        if key in seen:
+            duplicates += 1
+            continue
+        seen[key] = line
+        rows.append(BatchRow(line, request))
+    if not errors and not rows:
+        errors.append(LineError(0, "the file has no rows"))
+    if errors:
+        raise BatchFileError(errors)
+    return ParsedBatch(rows, duplicates)
+
+
+def _decode(data: bytes) -> str:
+    if not data.strip():
+        raise BatchFileError([LineError(0, "the file is empty")])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BatchFileError(
+            [LineError(line, f"not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8")]
+        ) from None
+
+
+def _csv_records(text: str, errors: list[LineError]) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        errors.append(LineError(1, f"unreadable CSV: {exc}"))
+        return
+    names = [name.strip().lower() for name in header]
+    unknown = [name for name in names if name not in COLUMNS]
+    if unknown:
+        errors.append(LineError(1, f"unknown column(s) {', '.join(map(repr, unknown))}; "
+                                   f"known: {', '.join(COLUMNS)}"))
+    if len(set(names)) != len(names):
+        errors.append(LineError(1, "a column name appears twice"))
+    if unknown or len(set(names)) != len(names):
+        return
+    try:
+        for values in reader:
+            line = reader.line_num
+            if not any(value.strip() for value in values):
+                continue  # blank line
+            if len(values) != len(names):
+                errors.append(LineError(line, f"{len(values)} fields, the header has "
+                                              f"{len(names)}"))
+                continue
+            yield line, dict(zip(names, values, strict=True))
+    except csv.Error as exc:
+        errors.append(LineError(reader.line_num, f"unreadable CSV: {exc}"))
+
+
+def _jsonl_records(text: str, errors: list[LineError]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            errors.append(LineError(line, f"not valid JSON: {exc.msg}"))
+            continue
+        if not isinstance(record, dict):
+            errors.append(LineError(line, "each line must be a JSON object"))
+            continue
+        yield line, record
+
+
+def _json_records(text: str, errors: list[LineError]) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        errors.append(LineError(exc.lineno, f"not valid JSON: {exc.msg}"))
+        return
+    if not isinstance(items, list):
+        errors.append(LineError(1, "a JSON batch must be an array of objects"))
+        return
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            errors.append(LineError(number, "each item must be a JSON object"))
+            continue
+        yield number, item
+
+
+def _validate(
+    line: int, record: dict[str, Any], errors: list[LineError], requested_by: str | None
+) -> RevocationInput | None:
+    unknown = sorted(set(record) - set(COLUMNS))
+    if unknown:
+        errors.append(LineError(line, f"unknown field(s) {', '.join(map(repr, unknown))}"))
+        return None
+    values = {
+        name: (value.strip() if isinstance(value, str) else value)
+        for name, value in record.items()
+        if value not in (None, "")
+    }
+    try:
+        return RevocationInput(requested_by=requested_by, **values)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            errors.append(LineError(line, f"{field}: {message}" if field else message))
+        return None
