@@ -21,8 +21,9 @@ from worker.models import RevocationRequest
 from worker.outcomes import State
 from worker.procs import WorkerProcess, settings_env
 from worker.producer import Producer
-from worker.sandbox import DEFAULT_SANDBOX_TOKEN, SandboxServer
+from worker.sandbox import DEFAULT_SANDBOX_TOKEN
 from worker.sandbox_control import SandboxControl
+from worker.sandbox_process import SandboxProcess
 from worker.store import Store
 
 
@@ -35,7 +36,7 @@ class LocalStack:
     sandbox_rate_limit: str | None = None
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     namespace: str = field(default_factory=lambda: f"sr-{uuid.uuid4().hex[:10]}")
-    sandbox: SandboxServer | None = None
+    sandbox: SandboxProcess | None = None
     private_redis: PrivateRedis | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
     _producer: Producer | None = None
@@ -53,7 +54,7 @@ class LocalStack:
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.workdir / 'seat-revoker.db'}"
         Store.from_url(self.database_url).engine.dispose()  # migrate once, before workers
-        self.sandbox = SandboxServer().start()
+        self.sandbox = SandboxProcess().start()
         self.control.reset(rate_limit=self.sandbox_rate_limit)
         return self
 

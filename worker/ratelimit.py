@@ -97,6 +97,12 @@ class SharedRateLimiter:
             if self._on_wait is not None:
                 self._on_wait(wait)
             self._sleep(wait)
+            # A 429 seen by another worker while we slept pauses us too.
+            pause = self.cooldown_remaining(bucket)
+            if pause > self.max_hold:
+                raise ThrottleWait(pause)
+            if pause > 0:
+                self._sleep(pause)
 
     def penalize(self, bucket: str, seconds: float) -> None:
         """Pause every user of ``bucket`` for ``seconds`` (Polar's ``retry-after``)."""

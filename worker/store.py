@@ -247,4 +247,4 @@ class Store:
         if batch_id is not None:
             query = query.where(RevocationRequest.batch_id == batch_id)
         with self.session() as session:
-            return {state: count for state, count in session.execute(query).tuples()}
+            return {state: count for state, count in session.execute(query).all()}
