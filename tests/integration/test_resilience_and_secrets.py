@@ -106,7 +106,7 @@ def test_the_token_appears_in_no_log_result_row_or_output(
         rows = [
             str(tuple(row))
             for table in ("revocation_requests", "request_events")
-            for row in conn.execute(text(f"SELECT * FROM {table}"))  # noqa: S608
+            for row in conn.execute(text(f"SELECT * FROM {table}"))
         ]
     redis = Redis.from_url(stack.settings.redis_url)
     redis_values = [
