@@ -64,7 +64,7 @@ def test_mixed_batch_ends_with_the_right_counts(two_nodes: LocalStack, tmp_path:
             "external_id": f"E-{i}"} for i in range(6)]
         + [{"subscription_id": sub_a, "status": "revoked", "email": "gone@acme.test"}]
     )
-    a, b, revoked = seats[:12], seats[12:18], seats[18]
+    a, _b, revoked = seats[:12], seats[12:18], seats[18]
     # a[0]'s seat was revoked and given to someone new since the file was written.
     stack.control._call("DELETE", f"/v1/customer-seats/{a[0]['id']}", headers=TOKEN_HEADER)
     stack.control.assign("successor@acme.test", subscription_id=sub_a)
