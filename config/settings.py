@@ -55,7 +55,9 @@ class RateLimit:
 class Settings(BaseSettings):
     """All configuration of seat-revoker. Field names map to upper-case env variables."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     polar_environment: Literal["sandbox", "production"] = "sandbox"
     polar_api_url: str | None = None
@@ -82,6 +84,11 @@ class Settings(BaseSettings):
     # clock running behind ours) means someone else revoked the seat first.
     clock_skew_seconds: float = Field(0.0, ge=0)
     seat_lock_seconds: float = Field(15.0, gt=1)
+    # The reconciler sends a request again when its lease runs out: a queued request whose
+    # message may have been lost, a running one whose worker died, a retry that never came.
+    queued_lease_seconds: float = Field(600.0, gt=0)
+    running_lease_seconds: float = Field(420.0, gt=0)
+    scheduler_interval_seconds: float = Field(5.0, gt=0)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

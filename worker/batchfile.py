@@ -21,7 +21,7 @@ from worker.requests import RevocationInput
 Format = Literal["csv", "jsonl", "json"]
 COLUMNS = (
     "seat_id", "subscription_id", "order_id", "email", "member_id", "customer_id",
-    "external_id", "reason", "key",
+    "external_id", "reason", "key", "effective_at",
 )
 MAX_ROWS = 100_000
 MAX_REPORTED_ERRORS = 50

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -57,7 +59,10 @@ def main(verbose: bool) -> None:
               help="Worker processes (default: number of CPUs).")
 @click.option("--loglevel", default=None, help="Overrides LOG_LEVEL.")
 @click.option("--hostname", "-n", default=None, help="Celery node name, e.g. w1@%h.")
-def worker(concurrency: int | None, loglevel: str | None, hostname: str | None) -> None:
+@click.option("--with-scheduler", is_flag=True,
+              help="Also run the scheduler/reconciler in this node's main process.")
+def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
+           with_scheduler: bool) -> None:
     """Start a Celery worker with the project's configuration."""
     settings = load_settings()
     try:
@@ -67,6 +72,10 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None) 
         fail(str(exc))
     from worker.tasks import app
 
+    if with_scheduler:
+        from worker.tasks import start_scheduler_when_ready
+
+        start_scheduler_when_ready(settings)
     argv = ["worker", f"--loglevel={(loglevel or settings.log_level).upper()}",
             f"--queues={settings.queue_name}", "--without-mingle", "--without-gossip"]
     if concurrency:
@@ -87,13 +96,16 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None) 
 @click.option("--portal-token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Customer session token file: revoke through the customer portal.")
 @click.option("--key", help="Idempotency key (default: derived from seat and person).")
+@click.option("--effective-at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S",
+                                                      "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
+              help="Revoke at this time (UTC unless an offset is given), e.g. the last day.")
 @click.option("--reason", help="Why, kept with the record.")
 @click.option("--wait", is_flag=True, help="Block until the request has its outcome.")
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Seconds --wait waits before giving up (exit 3).")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def revoke(seat_id: str, portal_token_file: Path | None, wait: bool, timeout: float,
-           as_json: bool, **fields: Any) -> None:
+           as_json: bool, effective_at: datetime | None, **fields: Any) -> None:
     """Revoke one seat: enqueue it and print the request id."""
     from worker.producer import Producer, RevocationInput
 
@@ -104,6 +116,7 @@ def revoke(seat_id: str, portal_token_file: Path | None, wait: bool, timeout: fl
             seat_id=seat_id,
             mode="customer_portal" if portal_token else "organization",
             requested_by="cli",
+            effective_at=utc(effective_at),
             **fields,
         )
     except ValidationError as exc:
@@ -243,6 +256,93 @@ def report(batch_id: str, fmt: str, output: Path | None) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", "-p", type=int, default=8000, show_default=True)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API: webhooks, REST, dashboard, /metrics, /docs."""
+    from worker.api import serve
+
+    serve(host=host, port=port)
+
+
+@main.command()
+def scheduler() -> None:
+    """Run the scheduler: release due scheduled requests, re-send lost ones."""
+    from worker.reconciler import run_scheduler
+
+    settings = load_settings()
+    Store.from_url(settings.database_url).engine.dispose()
+    configure_logging(settings.log_level, settings.log_format)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_scheduler(settings)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON lines.")
+def scheduled(as_json: bool) -> None:
+    """List scheduled requests (waiting for their effective time)."""
+    store = Store.from_url(load_settings().database_url)
+    print_requests(store.find(states=[State.SCHEDULED], limit=10_000), as_json,
+                   title="scheduled", columns=("effective_at",))
+
+
+@main.command()
+@click.argument("request_id")
+def cancel(request_id: str) -> None:
+    """Cancel a request that has not run yet (scheduled or queued)."""
+    from worker.producer import Producer
+
+    producer = Producer(load_settings())
+    try:
+        record = producer.cancel(request_id)
+    except ValueError as exc:
+        fail(str(exc), EXIT_FAILED)
+    finally:
+        producer.close()
+    click.echo(f"cancelled {record.id}")
+
+
+@main.command()
+@click.option("--since", type=click.DateTime(), help="Only those failed since (UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON lines.")
+def failed(since: Any, as_json: bool) -> None:
+    """List failed requests with their reason and HTTP status (the dead letters)."""
+    store = Store.from_url(load_settings().database_url)
+    print_requests(store.find(states=[State.FAILED], updated_since=utc(since), limit=10_000),
+                   as_json, title="failed", columns=("last_http_status", "last_error"))
+
+
+@main.command()
+@click.argument("request_id", required=False)
+@click.option("--all-failed", is_flag=True, help="Retry every failed request.")
+@click.option("--since", type=click.DateTime(), help="With --all-failed: failed since (UTC).")
+def retry(request_id: str | None, all_failed: bool, since: Any) -> None:
+    """Send failed requests again (same idempotency key, new attempt, history kept)."""
+    from worker.producer import Producer
+
+    if bool(request_id) == all_failed:
+        fail("give a request ID or --all-failed (not both)")
+    producer = Producer(load_settings())
+    try:
+        if request_id:
+            ids = [request_id]
+        else:
+            ids = [r.id for r in producer.store.find(
+                states=[State.FAILED], updated_since=utc(since), limit=100_000)]
+        retried = 0
+        for rid in ids:
+            try:
+                producer.retry(rid)
+                retried += 1
+            except ValueError as exc:
+                if request_id:
+                    fail(str(exc), EXIT_FAILED)
+        click.echo(f"retried {retried} request(s)")
+    finally:
+        producer.close()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", "-p", type=int, default=8800, show_default=True)
 @click.option("--rate-limit", default=None, help="e.g. 100/minute (default: unlimited).")
 @click.option("--token", "tokens", multiple=True,
@@ -262,6 +362,23 @@ def demo(people: int, concurrency: int) -> None:
     from worker.demo import run_demo
 
     sys.exit(run_demo(people=people, concurrency=concurrency))
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def print_requests(records: list[RevocationRequest], as_json: bool, *, title: str,
+                   columns: tuple[str, ...]) -> None:
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(record.to_dict()))
+        return
+    from worker.display import print_request_table
+
+    print_request_table(records, title=title, columns=columns)
 
 
 def read_secret_file(path: Path) -> SecretStr:

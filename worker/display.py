@@ -80,3 +80,20 @@ def print_batch(progress: Any, as_json: bool) -> None:
     for name, count in progress.counts.items():
         table.add_row(styled_state(name), str(count))
     console.print(table)
+
+
+def print_request_table(
+    records: list[RevocationRequest], *, title: str, columns: tuple[str, ...]
+) -> None:
+    table = Table(title=f"{title}: {len(records)}")
+    for name in ("request", "seat", "state", "person", *columns, "updated"):
+        table.add_column(name)
+    for record in records:
+        extra = []
+        for name in columns:
+            value = getattr(record, name)
+            extra.append(value.isoformat() if hasattr(value, "isoformat") else str(value or ""))
+        table.add_row(record.id, record.seat_id or "", styled_state(record.state),
+                      record.occupant_email or record.occupant_external_id or "", *extra,
+                      record.updated_at.isoformat(timespec="seconds"))
+    console.print(table)

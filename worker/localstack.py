@@ -8,6 +8,8 @@ talking HTTP to the Polar stand-in.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -39,6 +41,7 @@ class LocalStack:
     sandbox: SandboxProcess | None = None
     private_redis: PrivateRedis | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
+    scheduler: subprocess.Popen[bytes] | None = None
     _producer: Producer | None = None
     _control: SandboxControl | None = None
 
@@ -77,7 +80,7 @@ class LocalStack:
 
     @property
     def settings(self) -> Settings:
-        return Settings(_env_file=None, **self.settings_values)  # type: ignore[call-arg]
+        return Settings(_env_file=None, **self.settings_values)
 
     @property
     def control(self) -> SandboxControl:
@@ -107,6 +110,17 @@ class LocalStack:
         self.workers.append(worker)
         return worker
 
+    def start_scheduler(self) -> subprocess.Popen[bytes]:
+        """``seat-revoker scheduler`` as its own process, logging to scheduler.log."""
+        log = (self.workdir / "scheduler.log").open("ab")
+        self.scheduler = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "scheduler"],
+            env={**os.environ, **self.env, "LOG_FORMAT": "json"},
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self.scheduler
+
     def wait_terminal(
         self, request_ids: Iterable[str], timeout: float = 60.0
     ) -> list[RevocationRequest]:
@@ -128,6 +142,9 @@ class LocalStack:
         )
 
     def stop(self) -> None:
+        if self.scheduler is not None and self.scheduler.poll() is None:
+            self.scheduler.terminate()
+            self.scheduler.wait(10)
         for worker in self.workers:
             worker.stop()
         self.workers.clear()

@@ -45,6 +45,7 @@ class RevocationRequest(Base):
     __table_args__ = (
         Index("ix_requests_state_updated", "state", "updated_at"),
         Index("ix_requests_batch_state", "batch_id", "state"),
+        Index("ix_requests_lease", "state", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -74,6 +75,9 @@ class RevocationRequest(Base):
     effective_at: Mapped[datetime | None]
     lease_expires_at: Mapped[datetime | None]
     first_delete_at: Mapped[datetime | None]
+    # A manual retry opens a new window: retry budget and attempt limit count from here.
+    window_started_at: Mapped[datetime | None]
+    attempts_before_window: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -25,7 +26,7 @@ from redis import Redis
 from config.celery import REVOKE_TASK, celery_config
 from config.settings import Settings
 from worker.logs import get_logger
-from worker.models import RevocationRequest
+from worker.models import RevocationRequest, utcnow
 from worker.outcomes import State
 from worker.portal_tokens import stash_portal_token
 from worker.requests import RevocationInput
@@ -100,8 +101,9 @@ class Producer:
         """
         if not requests:
             raise ValueError("a batch needs at least one request")
-        batch = {
-            "id": str(uuid.uuid4()),
+        batch_id = str(uuid.uuid4())
+        batch: dict[str, Any] = {
+            "id": batch_id,
             "name": name,
             "source": source,
             "total": len(requests),
@@ -109,7 +111,7 @@ class Producer:
         }
         results = self.submit_many(requests, batch=batch, lines=lines)
         return BatchResult(
-            batch_id=batch["id"],
+            batch_id=batch_id,
             total=len(results),
             created=sum(r.created for r in results),
             duplicates=sum(not r.created for r in results),
@@ -134,12 +136,13 @@ class Producer:
             if portal_token is not None
             else None
         )
-        rows = [_row(request, token_ref, batch) for request in requests]
+        lease = timedelta(seconds=self.settings.queued_lease_seconds)
+        rows = [_row(request, token_ref, batch, lease) for request in requests]
         results = [
             EnqueueResult(record, created)
             for record, created in self.store.add_requests(rows, batch=batch, lines=lines)
         ]
-        self.send([r.record.id for r in results if r.created])
+        self.send([r.record.id for r in results if r.created and r.record.state == State.QUEUED])
         if len(results) > 20:  # one summary line instead of thousands
             log.info("requests.enqueued", batch_id=batch["id"] if batch else None,
                      created=sum(r.created for r in results), total=len(results))
@@ -172,6 +175,43 @@ class Producer:
                     producer=producer,
                 )
 
+    def retry(self, request_id: str) -> RevocationRequest:
+        """Send a failed request again: same idempotency key, a new attempt, a fresh retry
+        budget; its history is kept. Raises ``ValueError`` unless it is ``failed``."""
+        now = utcnow()
+        moved = self.store.transition(
+            [request_id], from_states=[State.FAILED], to_state=State.QUEUED,
+            detail={"retry": "manual"}, window_started_at=now,
+            attempts_before_window=RevocationRequest.attempts,
+            lease_expires_at=now + timedelta(seconds=self.settings.queued_lease_seconds),
+            finished_at=None,
+        )
+        if not moved:
+            record = self.store.get(request_id)
+            if record is None:
+                raise ValueError(f"no request {request_id!r}")
+            raise ValueError(f"request {request_id} is {record.state}, only failed ones retry")
+        self.send(moved)
+        log.info("request.retried", request_id=request_id)
+        record = self.store.get(request_id)
+        assert record is not None
+        return record
+
+    def cancel(self, request_id: str) -> RevocationRequest:
+        """Cancel a request that has not started (scheduled or queued)."""
+        moved = self.store.transition(
+            [request_id], from_states=[State.SCHEDULED, State.QUEUED],
+            to_state=State.CANCELLED, detail={"cancelled": "operator"},
+        )
+        record = self.store.get(request_id)
+        if record is None:
+            raise ValueError(f"no request {request_id!r}")
+        if not moved:
+            raise ValueError(f"request {request_id} is {record.state}; only scheduled or "
+                             "queued requests can be cancelled")
+        log.info("request.cancelled", request_id=request_id)
+        return record
+
     def close(self) -> None:
         self.store.engine.dispose()
         if self._redis is not None:
@@ -179,8 +219,13 @@ class Producer:
 
 
 def _row(
-    request: RevocationInput, token_ref: str | None, batch: dict[str, Any] | None
+    request: RevocationInput,
+    token_ref: str | None,
+    batch: dict[str, Any] | None,
+    queued_lease: timedelta,
 ) -> dict[str, Any]:
+    now = utcnow()
+    scheduled = request.effective_at is not None and request.effective_at > now
     return {
         "id": str(uuid.uuid4()),
         "idempotency_key": request.idempotency_key(),
@@ -192,7 +237,9 @@ def _row(
         "occupant_member_id": request.member_id,
         "occupant_customer_id": request.customer_id,
         "occupant_external_id": request.external_id,
-        "state": State.QUEUED.value,
+        "state": (State.SCHEDULED if scheduled else State.QUEUED).value,
+        "effective_at": request.effective_at,
+        "lease_expires_at": None if scheduled else now + queued_lease,
         "requested_by": request.requested_by,
         "reason": request.reason,
         "batch_id": batch["id"] if batch else None,

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -37,6 +38,8 @@ class RevocationInput(BaseModel):
     key: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
     reason: str | None = Field(None, max_length=2000)
     requested_by: str | None = Field(None, max_length=200)
+    # Revoke on the person's last day: stored as scheduled, enqueued when due.
+    effective_at: datetime | None = None
 
     @field_validator(*UUID_FIELDS)
     @classmethod
@@ -61,6 +64,18 @@ class RevocationInput(BaseModel):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("effective_at", mode="before")
+    @classmethod
+    def _blank_time(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("effective_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     @model_validator(mode="after")
     def _consistent(self) -> RevocationInput:

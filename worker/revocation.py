@@ -86,10 +86,12 @@ def run_revocation(
             return task_result(rt.store.get(record.id) or record)
         record = resolved
 
-    lock_key = rt.settings.redis_key("lock", "seat", record.seat_id)
+    seat_id = record.seat_id
+    assert seat_id is not None
+    lock_key = rt.settings.redis_key("lock", "seat", seat_id)
     try:
         with seat_lock(rt.redis, lock_key, ttl=rt.settings.seat_lock_seconds):
-            lease = utcnow() + timedelta(seconds=rt.settings.seat_lock_seconds)
+            lease = utcnow() + timedelta(seconds=rt.settings.running_lease_seconds)
             claimed = rt.store.claim(record.id, lease_until=lease)
             if claimed is None:
                 log.info("request.skipped_terminal")
@@ -110,7 +112,8 @@ def _attempt(
     try:
         finished = _revoke(rt, record, sleep)
     except ThrottleWait as wait:
-        rt.store.update(record.id, state=State.RETRYING, event_detail={"wait": wait.seconds})
+        rt.store.update(record.id, state=State.RETRYING, event_detail={"wait": wait.seconds},
+                        lease_expires_at=_retry_lease(rt, wait.seconds))
         log.info("ratelimit.deferred", wait_s=round(wait.seconds, 3))
         raise Deferred(wait.seconds, "waiting for rate-limit budget") from None
     except PolarError as error:
@@ -273,6 +276,7 @@ def _with_inline_retries(
 
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
+        rt.metrics.retry("inline")
         log.warning(
             "polar.request.retry",
             inline_attempt=state.attempt_number,
@@ -295,11 +299,13 @@ def _with_inline_retries(
 def _plan(
     rt: Runtime, record: RevocationRequest, error: PolarError, *, inline_attempt: int
 ) -> RetryPlan:
-    started = record.effective_at or record.created_at
+    started = max(
+        t for t in (record.created_at, record.effective_at, record.window_started_at) if t
+    )
     return plan_retry(
         error.fault,
         inline_attempt=inline_attempt,
-        task_attempt=record.attempts,
+        task_attempt=record.attempts - (record.attempts_before_window or 0),
         elapsed=(utcnow() - started).total_seconds(),
         retry_after=error.retry_after,
         policy=rt.policy,
@@ -353,8 +359,10 @@ def _record_failure(
         record.id,
         state=State.RETRYING,
         event_detail={"retry_in_s": round(plan.delay, 3), "status": error.status},
+        lease_expires_at=_retry_lease(rt, plan.delay),
         **common,
     )
+    rt.metrics.retry("rate_limited" if error.fault is Fault.RATE_LIMITED else "later")
     log.warning("seat.revoke.retrying", retry_in_s=round(plan.delay, 3), status=error.status)
     raise Deferred(plan.delay, str(error))
 
@@ -368,6 +376,11 @@ def _portal_token(rt: Runtime, record: RevocationRequest) -> SecretStr:
     if token is None:
         raise PolarHTTPError(401, "PortalTokenMissing", "customer session token expired or missing")
     return token
+
+
+def _retry_lease(rt: Runtime, delay: float) -> datetime:
+    """When the reconciler may assume a planned retry was lost."""
+    return utcnow() + timedelta(seconds=delay + rt.settings.running_lease_seconds)
 
 
 def _skew(rt: Runtime) -> timedelta:

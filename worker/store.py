@@ -216,6 +216,65 @@ class Store:
                 )
             return record
 
+    def transition(
+        self,
+        request_ids: Sequence[str],
+        *,
+        from_states: Iterable[State],
+        to_state: State,
+        detail: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> list[str]:
+        """Move requests that are in ``from_states`` to ``to_state`` (compare-and-set);
+        returns the ids that moved. Each move is recorded in the request's history."""
+        now = utcnow()
+        sources = [s.value for s in from_states]
+        if to_state.is_terminal:
+            values = {"finished_at": now, "lease_expires_at": None, **values}
+        moved: list[str] = []
+        with self.session() as session:
+            for start in range(0, len(request_ids), 500):
+                chunk = list(request_ids[start : start + 500])
+                rows = session.execute(
+                    update(RevocationRequest)
+                    .where(RevocationRequest.id.in_(chunk),
+                           RevocationRequest.state.in_(sources))
+                    .values(state=to_state.value, updated_at=now, **values)
+                    .returning(RevocationRequest.id, RevocationRequest.attempts)
+                ).all()
+                moved += [row[0] for row in rows]
+                if rows:
+                    session.execute(insert(RequestEvent), [
+                        {"request_id": rid, "at": now, "state": to_state.value,
+                         "attempt": attempts, "detail": detail} for rid, attempts in rows
+                    ])
+        return moved
+
+    def find(
+        self,
+        *,
+        states: Iterable[State],
+        lease_before: datetime | None = None,
+        effective_before: datetime | None = None,
+        updated_since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[RevocationRequest]:
+        """Requests in ``states``, oldest first, filtered by lease, due time or update time."""
+        query = select(RevocationRequest).where(
+            RevocationRequest.state.in_([s.value for s in states])
+        )
+        if lease_before is not None:
+            query = query.where(
+                (RevocationRequest.lease_expires_at < lease_before)
+                | RevocationRequest.lease_expires_at.is_(None)
+            )
+        if effective_before is not None:
+            query = query.where(RevocationRequest.effective_at <= effective_before)
+        if updated_since is not None:
+            query = query.where(RevocationRequest.updated_at >= updated_since)
+        with self.session() as session:
+            return list(session.scalars(query.order_by(RevocationRequest.updated_at).limit(limit)))
+
     def last_revocation_of_seat(
         self, seat_id: str, *, excluding: str
     ) -> RevocationRequest | None:

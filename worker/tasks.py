@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+    worker_shutdown,
+)
 
 from config.celery import REVOKE_TASK, celery_config
 from config.settings import Settings
@@ -31,6 +37,25 @@ def _route_celery_logging(**_: Any) -> None:
     """Celery's own loggers go through the structlog pipeline."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+
+
+def start_scheduler_when_ready(settings: Settings) -> None:
+    """Run the scheduler loop in a thread of this node's main process once the pool is up
+    (``seat-revoker worker --with-scheduler``); it stops with the node."""
+    import threading
+
+    from worker.reconciler import run_scheduler
+
+    stop = threading.Event()
+
+    @worker_ready.connect(weak=False)
+    def _start(**_: Any) -> None:
+        threading.Thread(target=run_scheduler, args=(settings, stop), name="scheduler",
+                         daemon=True).start()
+
+    @worker_shutdown.connect(weak=False)
+    def _stop(**_: Any) -> None:
+        stop.set()
 
 
 @task_prerun.connect

@@ -130,18 +130,46 @@ def test_separate_prefixes_do_not_interfere(redis: Redis, prefix: str) -> None:
     assert sleeps.calls == []
 
 
+class RealSleeps(Sleeps):
+    """Records and really sleeps: the limiter re-checks the shared cooldown after waking."""
+
+    def __call__(self, seconds: float) -> None:
+        super().__call__(seconds)
+        time.sleep(seconds)
+
+
 def test_penalize_makes_every_instance_wait(redis: Redis, prefix: str) -> None:
-    penalized_sleeps, other_sleeps = Sleeps(), Sleeps()
+    penalized_sleeps, other_sleeps = RealSleeps(), RealSleeps()
     penalized = limiter(redis, prefix, penalized_sleeps, max_hold=5.0)
     other = limiter(redis, prefix, other_sleeps, max_hold=5.0)
-    penalized.penalize("bucket", 2)
-    assert penalized.cooldown_remaining("bucket") == pytest.approx(2.0, abs=0.05)
+    penalized.penalize("bucket", 0.5)
+    assert penalized.cooldown_remaining("bucket") == pytest.approx(0.5, abs=0.05)
     other.acquire("bucket")
     (waited,) = other_sleeps.calls
-    assert 2.0 - 0.1 <= waited <= 2.0
+    assert 0.5 - 0.1 <= waited <= 0.5
     penalized.acquire("bucket")
     (waited_again,) = penalized_sleeps.calls
-    assert waited_again == pytest.approx(2.0 + penalized.interval, abs=0.1)
+    assert waited_again <= penalized.interval + 0.01  # the cooldown is over by now
+
+
+def test_a_429_seen_by_another_worker_during_the_wait_pauses_the_sleeper(
+    redis: Redis, prefix: str
+) -> None:
+    other = limiter(redis, prefix, Sleeps(), max_hold=5.0)
+    calls: list[float] = []
+
+    def sleep_while_another_worker_gets_a_429(seconds: float) -> None:
+        calls.append(seconds)
+        if len(calls) == 1:
+            other.penalize("bucket", 0.4)
+        time.sleep(seconds)
+
+    sleeper = limiter(redis, prefix, sleep_while_another_worker_gets_a_429, max_hold=5.0)
+    other.acquire("bucket")  # takes the free slot: the sleeper waits one interval
+    sleeper.acquire("bucket")
+    assert len(calls) == 2
+    assert calls[0] == pytest.approx(sleeper.interval, abs=0.02)
+    assert calls[1] >= 0.4 - calls[0] - 0.05
 
 
 def test_penalize_only_touches_its_bucket(redis: Redis, prefix: str) -> None:
