@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -116,6 +117,12 @@ class Throttle(Protocol):
     def penalize(self, bucket: str, seconds: float) -> None: ...
 
 
+class Observer(Protocol):
+    """Told about every Polar call (metrics): status ``None`` means no HTTP answer."""
+
+    def polar_request(self, method: str, status: int | None, seconds: float) -> None: ...
+
+
 class NoThrottle:
     def acquire(self, bucket: str) -> None:
         return None
@@ -175,11 +182,16 @@ class PolarClient:
     """The three calls the worker needs. One instance per process; thread-safe."""
 
     def __init__(
-        self, http: httpx.Client, token: SecretStr, throttle: Throttle | None = None
+        self,
+        http: httpx.Client,
+        token: SecretStr,
+        throttle: Throttle | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._http = http
         self._token = token
         self._throttle: Throttle = throttle or NoThrottle()
+        self._observer = observer
 
     def revoke_seat(
         self, seat_id: str, *, mode: Mode = "organization", portal_token: SecretStr | None = None
@@ -223,14 +235,13 @@ class PolarClient:
         bucket = token_bucket(token)
         self._throttle.acquire(bucket)
         headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        started = time.perf_counter()
         try:
-            response = self._http.request(method, path, params=params, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise PolarTransportError("timeout", type(exc).__name__) from None
-        except httpx.ConnectError as exc:
-            raise PolarTransportError("connect", _safe_text(exc)) from None
-        except httpx.TransportError as exc:
-            raise PolarTransportError("network", type(exc).__name__) from None
+            response = self._request(method, path, params, headers)
+        except PolarTransportError:
+            self._observe(method, None, started)
+            raise
+        self._observe(method, response.status_code, started)
         if response.status_code == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             self._throttle.penalize(bucket, retry_after if retry_after is not None else 1.0)
@@ -243,6 +254,22 @@ class PolarClient:
             return response.json()
         except ValueError:
             raise ResponseFormatError(f"{method} {path}: body is not JSON") from None
+
+    def _request(
+        self, method: str, path: str, params: dict[str, Any] | None, headers: dict[str, str]
+    ) -> httpx.Response:
+        try:
+            return self._http.request(method, path, params=params, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise PolarTransportError("timeout", type(exc).__name__) from None
+        except httpx.ConnectError as exc:
+            raise PolarTransportError("connect", _safe_text(exc)) from None
+        except httpx.TransportError as exc:
+            raise PolarTransportError("network", type(exc).__name__) from None
+
+    def _observe(self, method: str, status: int | None, started: float) -> None:
+        if self._observer is not None:
+            self._observer.polar_request(method, status, time.perf_counter() - started)
 
 
 def _parse(model: type[ModelT], body: Any) -> ModelT:

@@ -14,8 +14,10 @@ from redis import Redis
 
 from config.settings import Settings
 from worker.logs import register_secret
+from worker.metrics import MetricsRecorder
 from worker.outcomes import RetryPolicy
 from worker.polar import PolarClient, Throttle, build_http_client
+from worker.ratelimit import SharedRateLimiter
 from worker.seatlists import SeatLists
 from worker.store import Store
 
@@ -28,17 +30,18 @@ class Runtime:
     redis: Redis
     policy: RetryPolicy
     seat_lists: SeatLists
+    metrics: MetricsRecorder
 
     @classmethod
     def build(cls, settings: Settings, *, throttle: Throttle | None = None) -> Runtime:
         token = settings.access_token
         register_secret(token.get_secret_value())
         redis = Redis.from_url(settings.redis_url)
+        metrics = MetricsRecorder(redis, settings.redis_key("metrics"))
         if throttle is None:
-            from worker.ratelimit import SharedRateLimiter
-
             throttle = SharedRateLimiter(
-                redis, settings.redis_key("ratelimit"), settings.rate_limit
+                redis, settings.redis_key("ratelimit"), settings.rate_limit,
+                on_wait=metrics.ratelimit_wait,
             )
         http = build_http_client(
             settings.api_base_url,
@@ -46,7 +49,7 @@ class Runtime:
             read_timeout=settings.polar_read_timeout,
             api_version=settings.polar_api_version,
         )
-        polar = PolarClient(http, token, throttle)
+        polar = PolarClient(http, token, throttle, observer=metrics)
         return cls(
             settings=settings,
             store=Store.from_url(settings.database_url),
@@ -54,6 +57,7 @@ class Runtime:
             redis=redis,
             policy=policy_from(settings),
             seat_lists=SeatLists(redis, settings.redis_key("seatlist"), polar),
+            metrics=metrics,
         )
 
     def close(self) -> None:

@@ -1,0 +1,143 @@
+"""The dashboard in a real headless Chromium (Debian's /usr/bin/chromium via Playwright):
+log in, watch a batch progress to done, retry a failed request, save a screenshot.
+
+Real parts throughout: the API in a uvicorn thread, a worker process, the sandbox over
+HTTP, Redis and a SQLite store. Never runs ``playwright install``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from worker.api import ApiServer, create_app
+from worker.api.settings import ApiSettings
+from worker.localstack import LocalStack
+from worker.models import RevocationRequest
+from worker.outcomes import State
+from worker.producer import Producer
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+API_KEY = "browser-test-key-" + "4" * 20
+
+sync_api = pytest.importorskip("playwright.sync_api")
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+
+
+class _StandInRetryProducer(Producer):
+    """Used only while ``Producer.retry`` has not landed: re-queue and re-send."""
+
+    def retry(self, request_id: str) -> RevocationRequest:
+        record = self.store.get(request_id)
+        if record is None or record.state != State.FAILED:
+            raise ValueError("only a failed request can be retried")
+        record = self.store.update(request_id, state=State.QUEUED, finished_at=None)
+        self.send([request_id])
+        return record
+
+
+@pytest.fixture
+def stack(tmp_path: Path, redis_url: str) -> Iterator[LocalStack]:
+    with LocalStack(workdir=tmp_path, redis_url=redis_url) as local:
+        local.add_worker(concurrency=2)
+        yield local
+        for key in local.producer.redis.scan_iter(f"{local.namespace}:*"):
+            local.producer.redis.delete(key)
+
+
+@pytest.fixture
+def server(stack: LocalStack) -> Iterator[ApiServer]:
+    producer_class = Producer if hasattr(Producer, "retry") else _StandInRetryProducer
+    producer = producer_class(stack.settings, store=stack.store)
+    app = create_app(stack.settings, producer=producer, api_settings=ApiSettings(
+        _env_file=None, api_keys=API_KEY))  # type: ignore[call-arg]
+    with ApiServer(app) as running:
+        yield running
+    producer.close()
+
+
+def test_dashboard_shows_progress_and_retries_a_failure(
+    stack: LocalStack, server: ApiServer
+) -> None:
+    sub = str(uuid.uuid4())
+    people = [f"person{i}@acme.test" for i in range(16)]
+    seats = stack.control.create_seats(
+        [{"subscription_id": sub, "status": "claimed", "email": e} for e in people])
+    doomed = seats[-1]["id"]
+    # One permanent failure (403 once), and Polar slow enough to watch the batch move.
+    stack.control.add_fault(method="DELETE", seat_id=doomed, status=403, times=1)
+    stack.control.configure(latency_ms=300)
+    rows = [{"seat_id": s["id"], "subscription_id": sub, "email": s["email"]} for s in seats]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{server.url}/dashboard")
+            assert page.url.endswith("/dashboard/login")
+            page.fill("#api_key", "wrong-key-wrong-key-wrong")
+            page.click("button[type=submit]")
+            assert page.locator(".error").is_visible()
+            page.fill("#api_key", API_KEY)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{server.url}/dashboard")
+
+            created = httpx.post(
+                f"{server.url}/v1/batches", json=rows, params={"name": "March leavers"},
+                headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).json()
+            batch_id = created["batch_id"]
+            failed_id = created["request_ids"][-1]
+            page.reload()
+            row = page.locator(f"tr.batch[data-batch-id='{batch_id}']")
+            row.wait_for()
+            seen_in_progress = row.get_attribute("data-done") == "false"
+            # The page reloads itself while work is in flight: no reload from the test.
+            page.wait_for_selector(f"tr.batch[data-batch-id='{batch_id}'][data-done='true']",
+                                   timeout=60_000)
+            assert seen_in_progress, "the batch finished before the page first showed it"
+            assert "16/16" in row.locator(".progress-text").inner_text()
+
+            failure = page.locator(f"#failures tr[data-request-id='{failed_id}']")
+            failure.wait_for(timeout=20_000)
+            assert "403" in failure.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "dashboard-before-retry.png"), full_page=True)
+            failure.locator("button.retry").click()
+            page.wait_for_url("**/dashboard?notice=*")
+            assert "sent again" in page.locator(".notice").inner_text()
+            record = _wait_state(stack, failed_id, State.REVOKED)
+            assert record.attempts == 2
+            page.wait_for_selector(f"#failures tr[data-request-id='{failed_id}']",
+                                   state="detached", timeout=30_000)
+
+            page.fill("input[name=q]", people[0])
+            page.press("input[name=q]", "Enter")
+            page.wait_for_selector("text=1 request(s) for")
+            page.goto(f"{server.url}/dashboard")
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def _wait_state(stack: LocalStack, request_id: str, state: State,
+                timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = stack.store.get(request_id)
+        if record is not None and record.state == state:
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"{request_id} not {state} after {timeout}s: {record and record.state}")

@@ -1,0 +1,122 @@
+"""MetricsRecorder (as workers call it) → Redis → MetricsCollector → /metrics text, with a
+real Celery queue for the depth gauge."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from redis.exceptions import RedisError
+
+from config.settings import Settings
+from worker.api import create_app
+from worker.api.settings import ApiSettings
+from worker.metrics import MetricsRecorder
+from worker.producer import Producer, RevocationInput
+from worker.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def setup(redis_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Settings, Redis]]:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        redis_url=redis_url, namespace=f"api-{uuid.uuid4().hex[:10]}",
+    )
+    redis = Redis.from_url(redis_url)
+    producer = Producer(settings, store=Store.from_url(settings.database_url))
+    app = create_app(settings, producer=producer,
+                     api_settings=ApiSettings(_env_file=None))  # type: ignore[call-arg]
+    try:
+        with TestClient(app) as client:
+            yield client, settings, redis
+    finally:
+        for key in redis.scan_iter(f"{settings.namespace}:*"):
+            redis.delete(key)
+        redis.close()
+        producer.close()
+
+
+def value(text: str, sample: str) -> float:
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    assert match, f"{sample} not in metrics"
+    return float(match.group(1))
+
+
+def test_recorded_observations_show_up_in_metrics(
+    setup: tuple[TestClient, Settings, Redis]
+) -> None:
+    client, settings, redis = setup
+    recorder = MetricsRecorder(redis, settings.redis_key("metrics"))
+    recorder.polar_request("DELETE", 200, 0.02)
+    recorder.polar_request("delete", 200, 0.3)
+    recorder.polar_request("GET", 429, 0.005)
+    recorder.polar_request("DELETE", None, 5.5)
+    recorder.retry("rate_limited")
+    recorder.retry("rate_limited")
+    recorder.retry("transient")
+    recorder.ratelimit_wait(1.5)
+    recorder.ratelimit_wait(0.5)
+    text = client.get("/metrics").text
+    assert value(text, 'seat_revoker_polar_requests_total{method="DELETE",status="200"}') == 2
+    assert value(text, 'seat_revoker_polar_requests_total{method="GET",status="429"}') == 1
+    assert value(text, 'seat_revoker_polar_requests_total{method="DELETE",status="error"}') == 1
+    hist = "seat_revoker_polar_request_duration_seconds"
+    assert value(text, f'{hist}_bucket{{le="0.025",method="DELETE"}}') == 1
+    assert value(text, f'{hist}_bucket{{le="0.5",method="DELETE"}}') == 2
+    assert value(text, f'{hist}_bucket{{le="+Inf",method="DELETE"}}') == 3
+    assert value(text, f'{hist}_count{{method="DELETE"}}') == 3
+    assert value(text, f'{hist}_sum{{method="DELETE"}}') == pytest.approx(5.82)
+    assert value(text, 'seat_revoker_retries_total{kind="rate_limited"}') == 2
+    assert value(text, "seat_revoker_ratelimit_waits_total") == 2
+    assert value(text, "seat_revoker_ratelimit_wait_seconds_total") == pytest.approx(2.0)
+    assert value(text, 'seat_revoker_scrape_error{source="redis"}') == 0
+
+
+def test_queue_depth_is_the_length_of_the_real_celery_queue(
+    setup: tuple[TestClient, Settings, Redis]
+) -> None:
+    client, settings, redis = setup
+    producer = Producer(settings)
+    try:
+        for _ in range(3):
+            producer.submit(RevocationInput(seat_id=str(uuid.uuid4())))
+    finally:
+        producer.close()
+    # kombu's global_keyprefix is namespace + ":" (config/celery.py): the list is here.
+    assert redis.llen(f"{settings.namespace}:{settings.queue_name}") == 3
+    text = client.get("/metrics").text
+    assert value(text, "seat_revoker_queue_depth") == 3
+    assert value(text, 'seat_revoker_requests{state="queued"}') == 3
+
+
+def test_recorder_swallows_redis_outages() -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    recorder = MetricsRecorder(dead, "x:metrics")
+    recorder.polar_request("GET", 200, 0.1)  # no exception
+    recorder.retry("transient")
+    recorder.ratelimit_wait(1.0)
+    with pytest.raises(RedisError):
+        dead.ping()
+
+
+def test_readyz_names_what_is_down(tmp_path: Path) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        redis_url="redis://127.0.0.1:1/0", namespace="api-down",
+    )
+    app = create_app(settings, api_settings=ApiSettings(_env_file=None))  # type: ignore[call-arg]
+    with TestClient(app) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["down"] == ["redis"]
+        assert client.get("/healthz").status_code == 200
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert value(metrics.text, 'seat_revoker_scrape_error{source="redis"}') == 1

@@ -1,0 +1,268 @@
+"""REST API over the real app, real Redis and each database backend: auth, submit,
+read, list with filters and pagination (cursor and offset), batches, retry."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from sqlalchemy import update
+
+from config.settings import Settings
+from worker.api import create_app
+from worker.api.settings import ApiSettings
+from worker.models import RevocationRequest
+from worker.producer import Producer
+from worker.store import Store
+
+pytestmark = pytest.mark.integration
+
+API_KEY = "rest-test-key-" + "1" * 20
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+class Harness:
+    def __init__(self, client: TestClient, store: Store, redis: Redis, settings: Settings):
+        self.client, self.store, self.redis, self.settings = client, store, redis, settings
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.client.get(path, params=params, headers=AUTH)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def seed(self, n: int, *, batch: dict[str, Any] | None = None, state: str = "queued",
+             email: str | None = None, start: datetime | None = None) -> list[str]:
+        """``n`` stored requests (not enqueued), one minute apart from ``start``."""
+        rows = [
+            {"id": str(uuid.uuid4()), "idempotency_key": f"seed:{uuid.uuid4()}",
+             "seat_id": str(uuid.uuid4()), "state": state, "occupant_email": email,
+             "batch_id": batch["id"] if batch else None}
+            for _ in range(n)
+        ]
+        self.store.add_requests(rows, batch=batch)
+        start = start or datetime.now(UTC)
+        with self.store.session() as session:
+            for i, row in enumerate(rows):
+                session.execute(update(RevocationRequest)
+                                .where(RevocationRequest.id == row["id"])
+                                .values(created_at=start + timedelta(minutes=i)))
+        return [row["id"] for row in rows]
+
+
+@pytest.fixture
+def api(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Harness]:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=database_url, redis_url=redis_url,
+        namespace=f"api-{uuid.uuid4().hex[:10]}",
+    )
+    store = Store.from_url(database_url)
+    redis = Redis.from_url(redis_url)
+    producer = Producer(settings, store=store)
+    app = create_app(settings, producer=producer,
+                     api_settings=ApiSettings(_env_file=None, api_keys=API_KEY))  # type: ignore[call-arg]
+    try:
+        with TestClient(app) as client:
+            yield Harness(client, store, redis, settings)
+    finally:
+        for key in redis.scan_iter(f"{settings.namespace}:*"):
+            redis.delete(key)
+        redis.close()
+        producer.close()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-key-000000000000"}, {"Authorization": f"Basic {API_KEY}"}],
+    ids=["none", "wrong", "not bearer"],
+)
+@pytest.mark.parametrize("path", ["/v1/revocations", "/v1/batches", "/v1/revocations/x"])
+def test_rest_needs_a_valid_api_key(api: Harness, headers: dict[str, str], path: str) -> None:
+    response = api.client.get(path, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_submit_creates_then_deduplicates_by_idempotency_key(api: Harness) -> None:
+    body = {"seat_id": str(uuid.uuid4()), "reason": "left"}
+    first = api.client.post("/v1/revocations", json=body,
+                            headers={**AUTH, "Idempotency-Key": "hr-1042"})
+    assert first.status_code == 201, first.text
+    record = first.json()["request"]
+    assert first.json()["created"] is True
+    assert (record["idempotency_key"], record["state"]) == ("hr-1042", "queued")
+    assert record["requested_by"].startswith("api:")
+    assert api.redis.llen(f"{api.settings.namespace}:{api.settings.queue_name}") == 1
+    again = api.client.post("/v1/revocations", json=body,
+                            headers={**AUTH, "Idempotency-Key": "hr-1042"})
+    assert again.status_code == 200
+    assert again.json() == {"created": False, "request": record}
+    assert api.redis.llen(f"{api.settings.namespace}:{api.settings.queue_name}") == 1
+    read = api.get(f"/v1/revocations/{record['id']}")
+    assert read["id"] == record["id"] and [h["state"] for h in read["history"]] == ["queued"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"seat_id": "nope"}, "seat_id"),
+        ({"subscription_id": str(uuid.uuid4())}, "body"),  # no person: model-level error
+        ({"seat_id": str(uuid.uuid4()), "email": "jane@acme.com"}, "body"),
+        ({"seat_id": str(uuid.uuid4()), "colour": "red"}, "colour"),
+    ],
+)
+def test_submit_rejects_invalid_requests_naming_the_field(
+    api: Harness, body: dict[str, Any], field: str
+) -> None:
+    response = api.client.post("/v1/revocations", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert any(field in map(str, e["loc"]) for e in response.json()["detail"])
+    assert api.get("/v1/revocations")["total"] == 0
+
+
+def test_unknown_request_is_404(api: Harness) -> None:
+    assert api.client.get("/v1/revocations/nope", headers=AUTH).status_code == 404
+    assert api.client.post("/v1/revocations/nope/retry", headers=AUTH).status_code == 404
+
+
+def test_list_pages_through_everything_by_cursor_and_by_offset(api: Harness) -> None:
+    ids = api.seed(23)
+    newest_first = list(reversed(ids))
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = api.get("/v1/revocations", limit=5, **({"cursor": cursor} if cursor else {}))
+        assert page["total"] == 23
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == newest_first
+    by_offset: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = api.get("/v1/revocations", limit=7, offset=offset)
+        by_offset += [item["id"] for item in page["items"]]
+        offset = page["next_offset"]
+    assert by_offset == newest_first
+
+
+def test_cursor_is_stable_when_new_requests_arrive(api: Harness) -> None:
+    start = datetime.now(UTC) - timedelta(hours=1)
+    ids = api.seed(6, start=start)
+    page = api.get("/v1/revocations", limit=3)
+    api.seed(4)  # newer than everything
+    rest = api.get("/v1/revocations", limit=10, cursor=page["next_cursor"])
+    assert [i["id"] for i in page["items"] + rest["items"]] == list(reversed(ids))
+
+
+def test_filters(api: Harness) -> None:
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    batch = {"id": str(uuid.uuid4()), "name": "leavers", "total": 3}
+    in_batch = api.seed(3, batch=batch, start=start)
+    failed = api.seed(2, state="failed", email="Jane@Acme.com", start=start + timedelta(days=1))
+    revoked = api.seed(1, state="revoked", start=start + timedelta(days=2))
+
+    def ids(**params: Any) -> set[str]:
+        return {item["id"] for item in api.get("/v1/revocations", **params)["items"]}
+
+    assert ids(batch_id=batch["id"]) == set(in_batch)
+    assert ids(state="failed") == set(failed)
+    assert ids(state=["failed", "revoked"]) == set(failed + revoked)
+    assert ids(state="terminal") == set(failed + revoked)
+    assert ids(state="in_flight") == set(in_batch)
+    assert ids(email="jane@acme.com") == set(failed)
+    seat = api.store.get(revoked[0])
+    assert seat is not None
+    assert ids(seat_id=seat.seat_id) == set(revoked)
+    assert ids(created_from="2030-01-01T12:00:00Z") == set(failed + revoked)
+    assert ids(created_from="2030-01-01T12:00:00Z", created_to="2030-01-02T12:00:00Z") == set(
+        failed)
+    assert ids(state="failed", email="nobody@acme.com") == set()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"state": "exploded"}, {"cursor": "garbage"}, {"limit": 0}, {"limit": 501},
+     {"created_from": "2030-01-01T00:00:00"}, {"cursor": "WyIxIiwgMV0", "offset": 1}],
+)
+def test_bad_list_parameters_are_422(api: Harness, params: dict[str, Any]) -> None:
+    assert api.client.get("/v1/revocations", params=params, headers=AUTH).status_code == 422
+
+
+def test_batches_list_and_progress(api: Harness) -> None:
+    batch = {"id": str(uuid.uuid4()), "name": "march leavers", "total": 4}
+    ids = api.seed(4, batch=batch)
+    api.store.update(ids[0], state="revoked")
+    api.store.update(ids[1], state="failed", last_error="403 FeatureNotEnabled")
+    listed = api.get("/v1/batches")
+    assert listed["total"] == 1
+    (item,) = listed["items"]
+    assert item["id"] == batch["id"] and item["name"] == "march leavers"
+    assert item["counts"] == {"queued": 2, "revoked": 1, "failed": 1}
+    assert (item["finished"], item["done"]) == (2, False)
+    assert api.client.get("/v1/batches/nope", headers=AUTH).status_code == 404
+    assert api.client.get("/v1/batches/nope/report.csv", headers=AUTH).status_code == 404
+
+
+def test_batch_upload_rejects_unsupported_content_types(api: Harness) -> None:
+    response = api.client.post("/v1/batches", content=b"hello", headers={
+        **AUTH, "content-type": "text/plain"})
+    assert response.status_code == 415
+
+
+def queue_depth(api: Harness) -> int:
+    return int(api.redis.llen(f"{api.settings.namespace}:{api.settings.queue_name}"))
+
+
+def test_batch_upload_as_json_array_then_progress_and_report(api: Harness) -> None:
+    sub = str(uuid.uuid4())
+    rows = [{"seat_id": str(uuid.uuid4())},
+            {"subscription_id": sub, "email": "jane@acme.com"},
+            {"subscription_id": sub, "email": "jane@acme.com"}]  # same key: collapsed
+    response = api.client.post("/v1/batches", json=rows, params={"name": "leavers"},
+                               headers=AUTH)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert (created["total"], created["created"], created["duplicates"]) == (2, 2, 1)
+    assert queue_depth(api) == 2
+    batch = api.get(f"/v1/batches/{created['batch_id']}")
+    assert (batch["name"], batch["total"], batch["counts"], batch["done"]) == (
+        "leavers", 2, {"queued": 2}, False)
+    listed = api.get("/v1/revocations", batch_id=created["batch_id"])
+    assert {i["id"] for i in listed["items"]} == set(created["request_ids"])
+    report = api.client.get(f"/v1/batches/{created['batch_id']}/report.csv", headers=AUTH)
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/csv")
+    lines = report.text.strip().splitlines()
+    assert lines[0].startswith("line,request_id,seat_id") and len(lines) == 3
+
+
+def test_batch_upload_as_csv_and_as_multipart_file(api: Harness) -> None:
+    seat_a, seat_b = str(uuid.uuid4()), str(uuid.uuid4())
+    csv_body = f"seat_id,reason\n{seat_a},left\n".encode()
+    response = api.client.post("/v1/batches", content=csv_body,
+                               headers={**AUTH, "content-type": "text/csv"})
+    assert response.status_code == 201, response.text
+    upload = api.client.post(
+        "/v1/batches", headers=AUTH,
+        files={"file": ("march.csv", f"seat_id\n{seat_b}\n".encode(), "text/csv")})
+    assert upload.status_code == 201, upload.text
+    batch = api.get(f"/v1/batches/{upload.json()['batch_id']}")
+    assert batch["name"] == "march.csv" and batch["total"] == 1
+    assert queue_depth(api) == 2
+
+
+def test_batch_upload_is_all_or_nothing(api: Harness) -> None:
+    rows = [{"seat_id": str(uuid.uuid4())}, {"seat_id": "bad"}, {"email": "x@acme.com"}]
+    response = api.client.post("/v1/batches", json=rows, headers=AUTH)
+    assert response.status_code == 422
+    body = response.json()
+    assert [e["line"] for e in body["errors"]] == [2, 3]
+    assert "nothing was enqueued" in body["detail"]
+    assert api.get("/v1/revocations")["total"] == 0 and api.get("/v1/batches")["total"] == 0
+    assert queue_depth(api) == 0

@@ -1,0 +1,101 @@
+"""Mapping of employee.offboarded events to revocation requests (pure logic)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from worker.api.offboarding import (
+    REQUESTED_BY,
+    MappingError,
+    OffboardingEvent,
+    idempotency_key,
+    to_requests,
+)
+
+SEAT, SUB, ORDER = (str(uuid.uuid4()) for _ in range(3))
+
+
+def event(targets: list[dict[str, Any]], **data: Any) -> OffboardingEvent:
+    person = data.pop("person", {"email": "jane@acme.com", "external_id": "E-1042"})
+    return OffboardingEvent.model_validate(
+        {"type": "employee.offboarded",
+         "data": {"person": person, "targets": targets, "reason": "termination", **data}}
+    )
+
+
+def test_each_target_becomes_one_request_with_a_derived_key() -> None:
+    requests = to_requests(
+        event([{"seat_id": SEAT, "subscription_id": SUB}, {"order_id": ORDER}]), "msg_1"
+    )
+    assert [r.key for r in requests] == [idempotency_key("msg_1", 0), idempotency_key("msg_1", 1)]
+    guarded, by_container = requests
+    assert (guarded.seat_id, guarded.subscription_id, guarded.email) == (SEAT, SUB, "jane@acme.com")
+    assert guarded.external_id == "E-1042"
+    assert (by_container.seat_id, by_container.order_id) == (None, ORDER)
+    assert by_container.email == "jane@acme.com"
+    assert all(r.requested_by == REQUESTED_BY and r.reason == "termination" for r in requests)
+
+
+def test_keys_differ_between_deliveries_and_stay_printable() -> None:
+    a = idempotency_key("msg_1", 0)
+    assert a != idempotency_key("msg_2", 0) != idempotency_key("msg_1", 1)
+    weird = idempotency_key("id with spaces ü " * 30, 3)
+    assert weird.isascii() and " " not in weird and len(weird) < 200
+
+
+def test_seat_only_target_drops_the_person_but_keeps_it_in_the_reason() -> None:
+    (request,) = to_requests(event([{"seat_id": SEAT}]), "msg_1")
+    assert request.seat_id == SEAT
+    assert request.email is None and request.external_id is None
+    assert request.reason is not None and "jane@acme.com" in request.reason
+
+
+def test_effective_at_is_kept() -> None:
+    (request,) = to_requests(
+        event([{"subscription_id": SUB}], effective_at="2030-01-02T03:04:05Z"), "m"
+    )
+    if "effective_at" in type(request).model_fields:
+        assert getattr(request, "effective_at").year == 2030  # noqa: B009
+    else:
+        assert request.reason is not None and "effective_at 2030-01-02" in request.reason
+
+
+@pytest.mark.parametrize(
+    ("targets", "person", "field"),
+    [
+        ([{"seat_id": "not-a-uuid"}], None, "seat_id"),
+        ([{"subscription_id": SUB, "order_id": ORDER}], None, "targets"),
+        ([{"subscription_id": SUB}], {"email": "not an email"}, "email"),
+    ],
+)
+def test_invalid_targets_name_the_field(
+    targets: list[dict[str, Any]], person: dict[str, Any] | None, field: str
+) -> None:
+    kwargs = {"person": person} if person else {}
+    with pytest.raises(MappingError) as caught:
+        to_requests(event(targets, **kwargs), "msg_1")
+    assert any(field in map(str, error["loc"]) for error in caught.value.errors)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "employee.offboarded", "data": {"person": {}, "targets": [{"seat_id": SEAT}]}},
+        {"type": "employee.offboarded", "data": {"person": {"email": "a@b.co"}, "targets": []}},
+        {"type": "employee.offboarded", "data": {"person": {"email": "a@b.co"},
+                                                  "targets": [{"seat": SEAT}]}},
+        {"type": "employee.offboarded", "data": {"person": {"email": "a@b.co"},
+                                                  "targets": [{}]}},
+        {"type": "employee.offboarded",
+         "data": {"person": {"email": "a@b.co"}, "targets": [{"seat_id": SEAT}],
+                  "effective_at": "2030-01-01T00:00:00"}},  # no timezone
+    ],
+    ids=["anonymous person", "no targets", "unknown target field", "empty target", "naive"],
+)
+def test_malformed_events_fail_validation(body: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        OffboardingEvent.model_validate(body)

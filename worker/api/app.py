@@ -1,0 +1,85 @@
+"""The FastAPI application: ``create_app()`` wires settings, store, producer and routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from config.settings import Settings, load_settings
+from worker.api.context import ApiContext
+from worker.api.routers import batches, dashboard, events, ops, revocations
+from worker.api.settings import ApiSettings
+from worker.logs import get_logger
+from worker.metrics import MetricsCollector, queue_keys
+from worker.producer import Producer
+from worker.store import Store
+from worker.webhooks import WebhookVerifier
+
+log = get_logger("seat_revoker.api")
+
+DESCRIPTION = """
+Offboarding webhooks in, seat revocations out.
+
+* `POST /v1/events/offboarding`: Standard Webhooks signed events (secrets `WEBHOOK_SECRETS`).
+* `/v1/revocations`, `/v1/batches`: REST for producers and dashboards
+  (`Authorization: Bearer <API key>`, keys from `API_KEYS`).
+* `/dashboard`: the ops page; `/metrics`, `/healthz`, `/readyz`: operations.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    producer: Producer | None = None,
+    api_settings: ApiSettings | None = None,
+) -> FastAPI:
+    """The API over ``settings`` (default: from the environment).
+
+    ``store`` and ``producer`` may be passed to share them (tests, embedding); the store is
+    migrated when the app creates it.
+    """
+    settings = settings or (producer.settings if producer else load_settings())
+    api = api_settings or ApiSettings()
+    store = store or (producer.store if producer else Store.from_url(settings.database_url))
+    context = ApiContext(
+        settings=settings,
+        api=api,
+        store=store,
+        verifier=WebhookVerifier([s.get_secret_value() for s in api.webhook_secrets]),
+        _producer=producer,
+    )
+    if not api.api_keys:
+        log.warning("api.no_api_keys", hint="set API_KEYS; REST and dashboard refuse everyone")
+    if not api.webhook_secrets:
+        log.warning("api.no_webhook_secrets", hint="set WEBHOOK_SECRETS to accept webhooks")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        context.close()
+
+    app = FastAPI(
+        title="seat-revoker",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    registry = CollectorRegistry()
+    registry.register(
+        MetricsCollector(
+            context.redis,
+            settings.redis_key("metrics"),
+            count_by_state=store.count_by_state,
+            queue_keys=queue_keys(settings.namespace, settings.queue_name),
+            unacked_key=settings.redis_key("unacked"),
+        )
+    )
+    app.state.metrics_registry = registry
+    for module in (events, revocations, batches, ops, dashboard):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,52 @@
+"""What every route needs, built once per app: settings, store, producer, Redis, verifier."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from redis import Redis
+
+from config.settings import Settings
+from worker.api.settings import ApiSettings
+from worker.producer import Producer
+from worker.store import Store
+from worker.webhooks import WebhookVerifier
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    api: ApiSettings
+    store: Store
+    verifier: WebhookVerifier
+    _producer: Producer | None = None
+    _redis: Redis | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def producer(self) -> Producer:
+        """Created on first use: its broker connection is only needed to enqueue."""
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(self.settings, store=self.store)
+            return self._producer
+
+    @property
+    def redis(self) -> Redis:
+        with self._lock:
+            if self._redis is None:
+                self._redis = Redis.from_url(
+                    self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+                )
+            return self._redis
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+
+
+def get_context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context

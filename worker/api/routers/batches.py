@@ -1,0 +1,222 @@
+"""REST for batches: upload (JSON array, JSON lines or CSV; all or nothing), list, progress,
+and the CSV report."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from worker.api.auth import Caller
+from worker.api.context import ApiContext, get_context
+from worker.api.schemas import (
+    BatchCreated,
+    BatchOut,
+    BatchPage,
+    BatchRejected,
+    LineErrorOut,
+    RevocationIn,
+)
+from worker.batches import REPORT_COLUMNS, batch_progress, report_rows
+from worker.batchfile import BatchFileError, parse_batch
+from worker.queries import BatchSummary, get_batch, list_batches
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+Context = Annotated[ApiContext, Depends(get_context)]
+MAX_UPLOAD = 20 << 20
+
+_FORMATS = {
+    "application/json": "json",
+    "text/csv": "csv",
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "application/x-jsonlines": "jsonl",
+}
+
+_UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A JSON array of revocations, JSON lines, CSV (header row with the "
+        "same field names), or a multipart form with a `file` part.",
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": RevocationIn.model_json_schema()}
+            },
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "seat_id,subscription_id,email\n"
+                "4f1c2b9e-0000-4000-8000-000000000001,9a0e1d2c-0000-4000-8000-000000000002,"
+                "jane@acme.com\n",
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BatchCreated,
+    responses={
+        413: {"description": "Upload over 20 MiB"},
+        415: {"description": "Unsupported content type"},
+        422: {"model": BatchRejected, "description": "Invalid lines; nothing was enqueued"},
+    },
+    openapi_extra=_UPLOAD_DOC,
+)
+async def upload(
+    request: Request,
+    caller: Caller,
+    context: Context,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    """Validate every line first; enqueue all of them in one batch, or none."""
+    data, fmt, filename = await _read_upload(request)
+    try:
+        parsed = parse_batch(data, fmt=fmt, filename=filename,  # type: ignore[arg-type]
+                             requested_by=caller)
+    except BatchFileError as exc:
+        rejected = BatchRejected(
+            detail=f"{len(exc.errors)} invalid line(s); nothing was enqueued",
+            errors=[LineErrorOut(line=e.line, message=e.message) for e in exc.errors[:1000]],
+        )
+        return JSONResponse(rejected.model_dump(), status_code=422)
+    result = await run_in_threadpool(
+        lambda: context.producer.submit_batch(
+            parsed.requests,
+            name=name or filename,
+            source=f"api:{filename}" if filename else "api",
+            requested_by=caller,
+            lines=[row.line for row in parsed.rows],
+        )
+    )
+    return BatchCreated(
+        batch_id=result.batch_id,
+        total=result.total,
+        created=result.created,
+        duplicates=result.duplicates + parsed.duplicates,
+        request_ids=list(result.request_ids),
+    )
+
+
+async def _read_upload(request: Request) -> tuple[bytes, str | None, str | None]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=5, max_part_size=MAX_UPLOAD)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, [{"loc": ["body", "file"], "msg": "a file part is required",
+                                       "type": "missing"}])
+        data = await upload.read(MAX_UPLOAD + 1)
+        filename = (upload.filename or "")[:200] or None
+        fmt = _FORMATS.get((upload.content_type or "").lower())
+        if fmt is None and not filename:
+            fmt = "csv"
+        return _capped(data), fmt, filename
+    if content_type not in _FORMATS:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "send application/json, application/x-ndjson, text/csv or multipart/form-data",
+        )
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        _capped(data)
+    return data, _FORMATS[content_type], None
+
+
+def _capped(data: bytes) -> bytes:
+    if len(data) > MAX_UPLOAD:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "upload over 20 MiB")
+    return data
+
+
+def _batch_out(summary: BatchSummary, elapsed_s: float | None = None) -> BatchOut:
+    batch = summary.batch
+    return BatchOut(
+        id=batch.id, name=batch.name, source=batch.source, total=summary.total,
+        requested_by=batch.requested_by, created_at=batch.created_at,
+        counts=summary.counts, finished=summary.finished, done=summary.done,
+        elapsed_s=elapsed_s,
+    )
+
+
+@router.get("", response_model=BatchPage)
+def batches(
+    _: Caller,
+    context: Context,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> BatchPage:
+    """Batches newest first, with per-state counts."""
+    summaries, total = list_batches(context.store, limit=limit, offset=offset)
+    more = offset + len(summaries) < total
+    return BatchPage(
+        items=[_batch_out(s) for s in summaries],
+        total=total,
+        next_offset=offset + len(summaries) if more else None,
+    )
+
+
+@router.get("/{batch_id}", response_model=BatchOut, responses={404: {}})
+def batch(batch_id: str, _: Caller, context: Context) -> BatchOut:
+    """Progress of one batch: counts by state, done, elapsed seconds."""
+    summary = get_batch(context.store, batch_id)
+    progress = batch_progress(context.store, batch_id)
+    if summary is None or progress is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such batch")
+    out = _batch_out(summary, elapsed_s=round(progress.elapsed_s, 3))
+    return out.model_copy(
+        update={"counts": progress.counts, "total": progress.total, "done": progress.done,
+                "finished": progress.finished}
+    )
+
+
+@router.get(
+    "/{batch_id}/report.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}, 404: {}},
+)
+def report(batch_id: str, _: Caller, context: Context) -> StreamingResponse:
+    """One CSV row per request of the batch: outcome, seat snapshot, attempts, error."""
+    if get_batch(context.store, batch_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such batch")
+    rows = report_rows(context.store, batch_id)
+    return StreamingResponse(
+        _csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="batch-{batch_id}.csv"'},
+    )
+
+
+def _csv(rows: list[dict[str, Any]]) -> Iterator[str]:
+    buffer = io.StringIO()
+    columns: list[str] = list(REPORT_COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """Neutralise spreadsheet formulas (CSV injection) in text cells."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

@@ -1,0 +1,188 @@
+"""The ops dashboard: server-rendered HTML (Jinja2), no front-end build.
+
+Login with an API key sets a signed HttpOnly session cookie (see ``worker.api.auth``).
+The page polls ``/dashboard/state.json`` and reloads itself when something changed: every
+2 seconds while work is in flight, every 15 seconds otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from worker.api import auth
+from worker.api.context import ApiContext, get_context
+from worker.api.routers.revocations import retry_request
+from worker.outcomes import State
+from worker.queries import (
+    BatchSummary,
+    Page,
+    RequestFilter,
+    in_flight_count,
+    last_change,
+    list_batches,
+    list_requests,
+)
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+Context = Annotated[ApiContext, Depends(get_context)]
+
+# Order and colours of the outcome segments in progress bars.
+SEGMENTS = [
+    (State.REVOKED, "ok"),
+    (State.ALREADY_REVOKED, "ok2"),
+    (State.NO_ACTIVE_SEAT, "warn"),
+    (State.OCCUPANT_MISMATCH, "warn2"),
+    (State.FAILED, "bad"),
+    (State.CANCELLED, "muted"),
+]
+
+
+def _user(request: Request, context: Context) -> str:
+    user = auth.session_user(request, context.api)
+    if user is None:
+        raise HTTPException(status.HTTP_303_SEE_OTHER, headers={"Location": "/dashboard/login"})
+    return user
+
+
+User = Annotated[str, Depends(_user)]
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request) -> Response:
+    return templates.TemplateResponse(request, "login.html", {"error": None})
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request, context: Context, api_key: Annotated[str, Form(max_length=500)] = ""
+) -> Response:
+    matched = context.api.match_api_key(api_key) if api_key else None
+    if matched is None:
+        return templates.TemplateResponse(
+            request, "login.html", {"error": "That API key is not valid."},
+            status_code=status.HTTP_401_UNAUTHORIZED,
+        )
+    response = RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
+    response.set_cookie(
+        auth.SESSION_COOKIE,
+        auth.new_session(context.api, matched),
+        max_age=context.api.session_max_age_seconds,
+        httponly=True,
+        samesite="strict",
+        secure=context.api.session_cookie_secure,
+        path="/dashboard",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/dashboard/login", status_code=status.HTTP_303_SEE_OTHER)
+    response.delete_cookie(auth.SESSION_COOKIE, path="/dashboard")
+    return response
+
+
+@router.get("", response_class=HTMLResponse)
+def dashboard(
+    request: Request,
+    user: User,
+    context: Context,
+    q: Annotated[str, Query(max_length=320)] = "",
+    notice: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    store = context.store
+    summaries, batch_total = list_batches(store, limit=10)
+    failures = list_requests(store, RequestFilter(states=["failed"]), limit=20)
+    search = _search(context, q.strip())
+    counts = store.count_by_state()
+    return templates.TemplateResponse(
+        request,
+        "dashboard.html",
+        {
+            "user": user,
+            "batches": [_batch_view(s) for s in summaries],
+            "batch_total": batch_total,
+            "failures": failures,
+            "q": q.strip(),
+            "search": search,
+            "counts": counts,
+            "in_flight": in_flight_count(store),
+            "fingerprint": _fingerprint(context),
+            "csrf": auth.csrf_token(request, context.api),
+            "notice": notice,
+            "states": [s.value for s in State],
+        },
+    )
+
+
+def _search(context: ApiContext, q: str) -> Page | None:
+    if not q:
+        return None
+    try:
+        where = RequestFilter(seat_id=str(uuid.UUID(q)))
+    except ValueError:
+        where = RequestFilter(email=q)
+    return list_requests(context.store, where, limit=50)
+
+
+def _batch_view(summary: BatchSummary) -> dict[str, Any]:
+    total = max(summary.total, 1)
+    segments = [
+        {"state": state.value, "css": css, "n": summary.counts.get(state.value, 0),
+         "pct": 100.0 * summary.counts.get(state.value, 0) / total}
+        for state, css in SEGMENTS
+    ]
+    return {
+        "batch": summary.batch,
+        "counts": summary.counts,
+        "finished": summary.finished,
+        "total": summary.total,
+        "done": summary.done,
+        "pct": min(100, round(100 * summary.finished / total)),
+        "segments": [s for s in segments if s["n"]],
+    }
+
+
+def _fingerprint(context: ApiContext) -> str:
+    counts = context.store.count_by_state()
+    changed = last_change(context.store)
+    raw = f"{sorted(counts.items())}|{changed.isoformat() if changed else ''}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+@router.get("/state.json")
+def state(user: User, context: Context) -> JSONResponse:
+    """What the page polls: reload when the fingerprint moves."""
+    return JSONResponse(
+        {"in_flight": in_flight_count(context.store), "fingerprint": _fingerprint(context)},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.post("/requests/{request_id}/retry")
+def retry(
+    request: Request,
+    request_id: str,
+    user: User,
+    context: Context,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    if not auth.csrf_ok(request, context.api, csrf):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "bad CSRF token; reload the page")
+    try:
+        retry_request(context, request_id)
+        notice = f"Request {request_id[:8]} sent again."
+    except HTTPException as exc:
+        notice = f"Could not retry {request_id[:8]}: {exc.detail}"
+    return RedirectResponse(
+        "/dashboard?" + urlencode({"notice": notice}), status_code=status.HTTP_303_SEE_OTHER
+    )

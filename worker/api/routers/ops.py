@@ -1,0 +1,53 @@
+"""Operations: liveness, readiness and Prometheus metrics (no auth: for probes and scrapers;
+they expose counts, never request contents)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from worker.api.context import ApiContext, get_context
+
+router = APIRouter(tags=["operations"])
+Context = Annotated[ApiContext, Depends(get_context)]
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up (no dependency is checked)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "A dependency is down; it is named"}})
+def readyz(context: Context) -> JSONResponse:
+    """Redis answers PING and the database answers SELECT 1."""
+    checks: dict[str, str] = {}
+    try:
+        context.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"down: {type(exc).__name__}"
+    try:
+        with context.store.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"down: {type(exc).__name__}"
+    down = [name for name, state in checks.items() if state != "ok"]
+    body: dict[str, Any] = {"status": "ready" if not down else "unavailable", "checks": checks}
+    if down:
+        body["down"] = down
+    return JSONResponse(body, status_code=503 if down else 200)
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+def metrics(request: Request) -> Response:
+    """Prometheus text format: requests by state, Polar calls by status and latency,
+    retries, rate-limit waits, queue depth."""
+    registry = request.app.state.metrics_registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

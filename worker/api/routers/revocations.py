@@ -1,0 +1,149 @@
+"""REST for single revocations: submit, read, list with filters, retry a failed one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from worker.api.auth import Caller
+from worker.api.context import ApiContext, get_context
+from worker.api.schemas import RevocationIn, RevocationOut, RevocationPage, SubmitOut
+from worker.outcomes import State
+from worker.queries import STATE_GROUPS, InvalidCursor, RequestFilter, list_requests
+from worker.requests import RevocationInput
+
+router = APIRouter(prefix="/v1/revocations", tags=["revocations"])
+Context = Annotated[ApiContext, Depends(get_context)]
+STATE_NAMES = [s.value for s in State] + list(STATE_GROUPS)
+
+
+def validation_error(exc: ValidationError, prefix: tuple[str | int, ...]) -> RequestValidationError:
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in errors])
+
+
+@router.post(
+    "",
+    response_model=SubmitOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": SubmitOut, "description": "Duplicate: the key existed"}},
+)
+def submit(
+    body: RevocationIn,
+    response: Response,
+    caller: Caller,
+    context: Context,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", max_length=200)
+    ] = None,
+) -> SubmitOut:
+    """Record and enqueue one revocation (201), or return the existing one for a known
+    idempotency key (200; nothing new is sent)."""
+    fields: dict[str, Any] = body.model_dump()
+    if idempotency_key:
+        fields["key"] = idempotency_key
+    try:
+        request = RevocationInput(**fields, requested_by=caller)
+    except ValidationError as exc:
+        raise validation_error(exc, ("body",)) from None
+    result = context.producer.submit(request)
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    return SubmitOut(created=result.created, request=RevocationOut.of(result.record))
+
+
+@router.get("", response_model=RevocationPage)
+def list_revocations(
+    _: Caller,
+    context: Context,
+    state: Annotated[
+        list[str] | None,
+        Query(description=f"Repeatable; one of {', '.join(STATE_NAMES)}"),
+    ] = None,
+    batch_id: Annotated[str | None, Query(max_length=36)] = None,
+    seat_id: Annotated[str | None, Query(max_length=36)] = None,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+    created_from: Annotated[datetime | None, Query(description="Inclusive, ISO 8601")] = None,
+    created_to: Annotated[datetime | None, Query(description="Exclusive, ISO 8601")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    offset: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+) -> RevocationPage:
+    """Requests newest first. Page with ``cursor`` (``next_cursor``) or ``offset``."""
+    states = state or []
+    unknown = [name for name in states if name not in STATE_NAMES]
+    if unknown:
+        raise RequestValidationError(
+            [{"loc": ("query", "state"), "msg": f"unknown state {unknown[0]!r}",
+              "type": "enum"}]
+        )
+    if cursor is not None and offset is not None:
+        raise RequestValidationError(
+            [{"loc": ("query", "offset"), "msg": "give cursor or offset, not both",
+              "type": "value_error"}]
+        )
+    where = RequestFilter(
+        states=states,
+        batch_id=batch_id,
+        seat_id=seat_id,
+        email=email,
+        created_from=_aware(created_from, "created_from"),
+        created_to=_aware(created_to, "created_to"),
+    )
+    try:
+        page = list_requests(context.store, where, limit=limit, cursor=cursor, offset=offset)
+    except InvalidCursor:
+        raise RequestValidationError(
+            [{"loc": ("query", "cursor"), "msg": "cursor is not valid", "type": "value_error"}]
+        ) from None
+    return RevocationPage(
+        items=[RevocationOut.of(r) for r in page.items],
+        total=page.total,
+        next_cursor=page.next_cursor,
+        next_offset=page.next_offset,
+    )
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise RequestValidationError(
+            [{"loc": ("query", name), "msg": "needs a timezone (e.g. Z or +00:00)",
+              "type": "timezone_aware"}]
+        )
+    return value
+
+
+@router.get("/{request_id}", response_model=RevocationOut, responses={404: {}})
+def get_revocation(request_id: str, _: Caller, context: Context) -> RevocationOut:
+    """One request with its history."""
+    record = context.store.get(request_id)
+    if record is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
+    return RevocationOut.of(record, context.store.history(record.id))
+
+
+@router.post(
+    "/{request_id}/retry",
+    response_model=RevocationOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {}, 409: {"description": "The request is not failed"}},
+)
+def retry(request_id: str, caller: Caller, context: Context) -> RevocationOut:
+    """Send a failed request again (same idempotency key, a new attempt)."""
+    return RevocationOut.of(retry_request(context, request_id))
+
+
+def retry_request(context: ApiContext, request_id: str) -> Any:
+    if context.store.get(request_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
+    producer_retry = getattr(context.producer, "retry", None)
+    if producer_retry is None:
+        raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, "retry is not available yet")
+    try:
+        return producer_retry(request_id)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None

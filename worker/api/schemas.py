@@ -1,0 +1,145 @@
+"""Request and response bodies of the REST API (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.models import RequestEvent, RevocationRequest
+
+
+class RevocationIn(BaseModel):
+    """One revocation, with the same fields as ``seat-revoker revoke``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "seat_id": "4f1c2b9e-0000-4000-8000-000000000001",
+                    "subscription_id": "9a0e1d2c-0000-4000-8000-000000000002",
+                    "email": "jane@acme.com",
+                    "reason": "offboarding",
+                }
+            ]
+        },
+    )
+
+    seat_id: str | None = Field(None, max_length=100)
+    subscription_id: str | None = Field(None, max_length=100)
+    order_id: str | None = Field(None, max_length=100)
+    email: str | None = Field(None, max_length=320)
+    member_id: str | None = Field(None, max_length=100)
+    customer_id: str | None = Field(None, max_length=100)
+    external_id: str | None = Field(None, max_length=200)
+    key: str | None = Field(None, max_length=200, description="Idempotency key")
+    reason: str | None = Field(None, max_length=2000)
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    state: str
+    attempt: int
+    detail: dict[str, Any] | None = None
+
+
+class RevocationOut(BaseModel):
+    id: str
+    idempotency_key: str
+    state: str
+    seat_id: str | None
+    mode: str
+    subscription_id: str | None
+    order_id: str | None
+    occupant_email: str | None
+    occupant_member_id: str | None
+    occupant_customer_id: str | None
+    occupant_external_id: str | None
+    occupant_seen: dict[str, Any] | None
+    attempts: int
+    last_http_status: int | None
+    last_error: str | None
+    error_detail: dict[str, Any] | None
+    seat_snapshot: dict[str, Any] | None
+    requested_by: str | None
+    reason: str | None
+    batch_id: str | None
+    effective_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    history: list[HistoryEntry] | None = None
+
+    @classmethod
+    def of(
+        cls, record: RevocationRequest, history: list[RequestEvent] | None = None
+    ) -> RevocationOut:
+        data = {name: getattr(record, name) for name in cls.model_fields if name != "history"}
+        out = cls(**data)
+        if history is not None:
+            out.history = [
+                HistoryEntry(at=e.at, state=e.state, attempt=e.attempt, detail=e.detail)
+                for e in history
+            ]
+        return out
+
+
+class SubmitOut(BaseModel):
+    created: bool = Field(description="False: the idempotency key existed; nothing was sent")
+    request: RevocationOut
+
+
+class RevocationPage(BaseModel):
+    items: list[RevocationOut]
+    total: int
+    next_cursor: str | None = None
+    next_offset: int | None = None
+
+
+class BatchOut(BaseModel):
+    id: str
+    name: str | None
+    source: str | None
+    total: int
+    requested_by: str | None
+    created_at: datetime
+    counts: dict[str, int]
+    finished: int
+    done: bool
+    elapsed_s: float | None = None
+
+
+class BatchPage(BaseModel):
+    items: list[BatchOut]
+    total: int
+    next_offset: int | None = None
+
+
+class BatchCreated(BaseModel):
+    batch_id: str
+    total: int
+    created: int
+    duplicates: int
+    request_ids: list[str]
+
+
+class LineErrorOut(BaseModel):
+    line: int
+    message: str
+
+
+class BatchRejected(BaseModel):
+    detail: str
+    errors: list[LineErrorOut]
+
+
+class WebhookAccepted(BaseModel):
+    webhook_id: str
+    request_ids: list[str]
+
+
+class WebhookIgnored(BaseModel):
+    ignored: bool = True
+    type: str

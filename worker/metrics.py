@@ -1,0 +1,233 @@
+"""Prometheus metrics shared by every process through Redis.
+
+Worker processes come and go (Celery pool children, several nodes), so counting in process
+memory would lose numbers and need a scrape target per process. Instead each worker adds
+its observations to a few Redis hashes with ``MetricsRecorder`` (one pipelined round trip
+per observation, no read), and the API process turns those hashes, the record store and the
+broker queue into Prometheus metrics at scrape time with ``MetricsCollector``.
+
+Redis layout under ``key_prefix`` (e.g. ``seat-revoker:metrics``):
+
+- ``{p}:polar_requests``  field ``METHOD|STATUS`` (``error`` for transport failures) → count
+- ``{p}:polar_latency``   field ``METHOD|b<i>`` → observations in bucket ``i`` only (not
+  cumulative; the collector sums), ``METHOD|sum`` (float seconds), ``METHOD|count``
+- ``{p}:retries``         field ``KIND`` → count
+- ``{p}:ratelimit``       fields ``count`` and ``seconds``
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from redis import Redis
+from redis.exceptions import RedisError
+
+from worker.logs import get_logger
+from worker.outcomes import State
+
+log = get_logger("seat_revoker.metrics")
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# kombu's Redis transport puts priorities 3, 6 and 9 in sibling lists "<queue>\x06\x16<pri>".
+_KOMBU_PRIORITY_SEP = "\x06\x16"
+_KOMBU_PRIORITIES = (3, 6, 9)
+
+
+def _label(value: str) -> str:
+    """Hash fields use ``|`` as separator: keep it (and newlines) out of label values."""
+    return value.replace("|", "_").replace("\n", " ")[:64] or "unknown"
+
+
+class MetricsRecorder:
+    """Called by worker processes; never raises (metrics must not fail a revocation)."""
+
+    def __init__(self, redis: Redis, key_prefix: str) -> None:
+        self.redis = redis
+        self.prefix = key_prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
+
+    def polar_request(self, method: str, status: int | None, seconds: float) -> None:
+        """One call to Polar: its method, HTTP status (None: no response) and duration."""
+        method = _label(method.upper())
+        seconds = max(float(seconds), 0.0) if math.isfinite(seconds) else 0.0
+        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        self._run(
+            lambda p: p.hincrby(
+                self.key("polar_requests"), f"{method}|{status or 'error'}", 1
+            )
+            .hincrby(self.key("polar_latency"), f"{method}|b{bucket}", 1)
+            .hincrbyfloat(self.key("polar_latency"), f"{method}|sum", seconds)
+            .hincrby(self.key("polar_latency"), f"{method}|count", 1)
+        )
+
+    def retry(self, kind: str) -> None:
+        """A retry was planned; ``kind`` e.g. ``inline``, ``later``, ``rate_limited``."""
+        self._run(lambda p: p.hincrby(self.key("retries"), _label(kind), 1))
+
+    def ratelimit_wait(self, seconds: float) -> None:
+        """Time spent waiting for rate budget (ours or a 429's retry-after)."""
+        seconds = max(float(seconds), 0.0) if math.isfinite(seconds) else 0.0
+        self._run(
+            lambda p: p.hincrby(self.key("ratelimit"), "count", 1).hincrbyfloat(
+                self.key("ratelimit"), "seconds", seconds
+            )
+        )
+
+    def _run(self, build: Callable[[Any], Any]) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            build(pipe)
+            pipe.execute()
+        except RedisError as exc:
+            log.warning("metrics.dropped", error=type(exc).__name__)
+
+
+def queue_keys(namespace: str, queue_name: str) -> list[str]:
+    """Redis lists holding a Celery queue's waiting messages (see ``config/celery.py``:
+    kombu's ``global_keyprefix`` is ``namespace + ":"``)."""
+    base = f"{namespace}:{queue_name}"
+    return [base, *(f"{base}{_KOMBU_PRIORITY_SEP}{pri}" for pri in _KOMBU_PRIORITIES)]
+
+
+class MetricsCollector(Collector):
+    """Builds every metric at scrape time from Redis and the store.
+
+    ``count_by_state`` returns ``{state: n}`` over all requests (``Store.count_by_state``).
+    A source that is down is skipped (and reported as ``seat_revoker_scrape_error``) so
+    one failure does not blank the whole scrape.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        key_prefix: str,
+        *,
+        count_by_state: Callable[[], dict[str, int]],
+        queue_keys: list[str],
+        unacked_key: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.prefix = key_prefix
+        self.count_by_state = count_by_state
+        self.queue_keys = queue_keys
+        self.unacked_key = unacked_key
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # metrics are only known at collect time; skip the registration probe
+
+    def collect(self) -> Iterator[Metric]:
+        errors = GaugeMetricFamily(
+            "seat_revoker_scrape_error", "1 if a metrics source failed on this scrape",
+            labels=["source"],
+        )
+        try:
+            yield from self._from_store()
+            errors.add_metric(["store"], 0)
+        except Exception as exc:
+            log.warning("metrics.store_failed", error=type(exc).__name__)
+            errors.add_metric(["store"], 1)
+        try:
+            yield from self._from_redis()
+            errors.add_metric(["redis"], 0)
+        except RedisError as exc:
+            log.warning("metrics.redis_failed", error=type(exc).__name__)
+            errors.add_metric(["redis"], 1)
+        yield errors
+
+    def _from_store(self) -> list[Metric]:
+        counts = self.count_by_state()
+        gauge = GaugeMetricFamily(
+            "seat_revoker_requests",
+            "Revocation requests in the store by state (terminal states are outcomes)",
+            labels=["state"],
+        )
+        for state in State:
+            gauge.add_metric([state.value], counts.get(state.value, 0))
+        return [gauge]
+
+    def _from_redis(self) -> list[Metric]:
+        pipe = self.redis.pipeline(transaction=False)
+        for name in ("polar_requests", "polar_latency", "retries", "ratelimit"):
+            pipe.hgetall(f"{self.prefix}:{name}")
+        for key in self.queue_keys:
+            pipe.llen(key)
+        if self.unacked_key:
+            pipe.hlen(self.unacked_key)
+        results = pipe.execute()
+        requests, latency, retries, ratelimit = (_decode(h) for h in results[:4])
+        depth = sum(int(n) for n in results[4 : 4 + len(self.queue_keys)])
+
+        polar = CounterMetricFamily(
+            "seat_revoker_polar_requests", "Calls to the Polar API by method and status",
+            labels=["method", "status"],
+        )
+        for field_name, value in sorted(requests.items()):
+            method, _, status = field_name.partition("|")
+            polar.add_metric([method, status], float(value))
+
+        retry = CounterMetricFamily(
+            "seat_revoker_retries", "Retries planned, by kind", labels=["kind"]
+        )
+        for kind, value in sorted(retries.items()):
+            retry.add_metric([kind], float(value))
+
+        waits = CounterMetricFamily(
+            "seat_revoker_ratelimit_waits", "Waits for Polar rate-limit budget"
+        )
+        waits.add_metric([], float(ratelimit.get("count", 0)))
+        wait_seconds = CounterMetricFamily(
+            "seat_revoker_ratelimit_wait_seconds", "Seconds spent waiting for rate budget"
+        )
+        wait_seconds.add_metric([], float(ratelimit.get("seconds", 0)))
+
+        queue = GaugeMetricFamily(
+            "seat_revoker_queue_depth", "Messages waiting in the Celery queue (not yet taken)"
+        )
+        queue.add_metric([], depth)
+        out: list[Metric] = [polar, _histogram(latency), retry, waits, wait_seconds, queue]
+        if self.unacked_key:
+            unacked = GaugeMetricFamily(
+                "seat_revoker_queue_unacked",
+                "Messages taken by workers and not yet acknowledged",
+            )
+            unacked.add_metric([], int(results[-1]))
+            out.append(unacked)
+        return out
+
+
+def _decode(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:
+    def text(value: bytes | str) -> str:
+        return value.decode() if isinstance(value, bytes) else value
+
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+def _histogram(latency: dict[str, str]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(
+        "seat_revoker_polar_request_duration_seconds",
+        "Duration of calls to the Polar API",
+        labels=["method"],
+    )
+    methods = sorted({name.partition("|")[0] for name in latency})
+    for method in methods:
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for index, bound in enumerate((*LATENCY_BUCKETS, math.inf)):
+            cumulative += int(latency.get(f"{method}|b{index}", 0))
+            buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+        family.add_metric(
+            [method], buckets=buckets, sum_value=float(latency.get(f"{method}|sum", 0))
+        )
+    return family

@@ -1,0 +1,216 @@
+"""Read-side queries over the record store, for the HTTP API and the dashboard.
+
+Lists are newest first. Two ways to page: ``offset`` (simple, for small tables and page
+numbers) or an opaque ``cursor`` (keyset on ``(created_at, id)``: stable while new rows
+arrive, and cheap however deep one pages). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select
+
+from worker.models import Batch, BatchItem, RevocationRequest
+from worker.outcomes import IN_FLIGHT_STATES, SUCCESS_STATES, TERMINAL_STATES, State
+from worker.store import Store
+
+MAX_LIMIT = 500
+
+# Group names accepted wherever a state is, expanding to several states.
+STATE_GROUPS: dict[str, frozenset[State]] = {
+    "in_flight": IN_FLIGHT_STATES | {State.SCHEDULED},
+    "terminal": TERMINAL_STATES,
+    "success": SUCCESS_STATES,
+}
+
+
+class InvalidCursor(ValueError):
+    """The cursor was not produced by this API (or was tampered with)."""
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    """Conditions ANDed together; ``states`` are ORed (names of ``State`` or a group)."""
+
+    states: Sequence[str] = ()
+    batch_id: str | None = None
+    seat_id: str | None = None
+    email: str | None = None  # exact, case-insensitive
+    created_from: datetime | None = None  # inclusive
+    created_to: datetime | None = None  # exclusive
+
+    def state_values(self) -> list[str]:
+        values: set[str] = set()
+        for name in self.states:
+            if name in STATE_GROUPS:
+                values.update(s.value for s in STATE_GROUPS[name])
+            else:
+                values.add(State(name).value)  # ValueError for an unknown state
+        return sorted(values)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[RevocationRequest]
+    total: int
+    next_cursor: str | None = None
+    next_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch: Batch
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> int:
+        return sum(n for state, n in self.counts.items() if State(state).is_terminal)
+
+    @property
+    def total(self) -> int:
+        """Distinct requests (rows that named the same request count once)."""
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> bool:
+        return all(State(state).is_terminal for state in self.counts)
+
+
+def encode_cursor(record: RevocationRequest) -> str:
+    raw = json.dumps([record.created_at.isoformat(), record.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, request_id = json.loads(raw)
+        when = datetime.fromisoformat(stamp)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise InvalidCursor("cursor is not valid") from None
+    if when.tzinfo is None or not isinstance(request_id, str):
+        raise InvalidCursor("cursor is not valid")
+    return when, request_id
+
+
+def _filtered(query: Select[Any], where: RequestFilter) -> Select[Any]:
+    model = RevocationRequest
+    if where.states:
+        query = query.where(model.state.in_(where.state_values()))
+    if where.batch_id:  # membership is batch_items: a request may serve several batches
+        members = select(BatchItem.request_id).where(BatchItem.batch_id == where.batch_id)
+        query = query.where(model.id.in_(members))
+    if where.seat_id:
+        query = query.where(model.seat_id == where.seat_id)
+    if where.email:
+        query = query.where(func.lower(model.occupant_email) == where.email.strip().lower())
+    if where.created_from:
+        query = query.where(model.created_at >= where.created_from)
+    if where.created_to:
+        query = query.where(model.created_at < where.created_to)
+    return query
+
+
+def list_requests(
+    store: Store,
+    where: RequestFilter | None = None,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    offset: int | None = None,
+) -> Page:
+    """One page of requests matching ``where``, newest first.
+
+    Give ``cursor`` (from a previous page's ``next_cursor``) or ``offset``, not both.
+    ``total`` counts every match, independent of the page.
+    """
+    if cursor is not None and offset is not None:
+        raise ValueError("give cursor or offset, not both")
+    where = where or RequestFilter()
+    limit = max(1, min(limit, MAX_LIMIT))
+    model = RevocationRequest
+    query = _filtered(select(model), where).order_by(model.created_at.desc(), model.id.desc())
+    if cursor is not None:
+        when, last_id = decode_cursor(cursor)
+        query = query.where(
+            or_(model.created_at < when, and_(model.created_at == when, model.id < last_id))
+        )
+    elif offset:
+        query = query.offset(offset)
+    count = _filtered(select(func.count()).select_from(model), where)
+    with store.session() as session:
+        rows = list(session.scalars(query.limit(limit + 1)))
+        total = session.scalar(count) or 0
+    more = len(rows) > limit
+    items = rows[:limit]
+    return Page(
+        items=items,
+        total=total,
+        next_cursor=encode_cursor(items[-1]) if more and offset is None else None,
+        next_offset=(offset or 0) + limit if more and cursor is None else None,
+    )
+
+
+def counts_by_batch(store: Store, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """``{batch_id: {state: n}}`` over each batch's distinct requests, in one query."""
+    if not batch_ids:
+        return {}
+    model = RevocationRequest
+    members = (
+        select(BatchItem.batch_id, BatchItem.request_id)
+        .where(BatchItem.batch_id.in_(list(batch_ids)))
+        .distinct()
+        .subquery()
+    )
+    query = (
+        select(members.c.batch_id, model.state, func.count())
+        .join(model, model.id == members.c.request_id)
+        .group_by(members.c.batch_id, model.state)
+    )
+    out: dict[str, dict[str, int]] = {batch_id: {} for batch_id in batch_ids}
+    with store.session() as session:
+        for batch_id, state, n in session.execute(query):
+            if batch_id is not None:
+                out[batch_id][state] = n
+    return out
+
+
+def list_batches(
+    store: Store, *, limit: int = 20, offset: int = 0
+) -> tuple[list[BatchSummary], int]:
+    """Batches newest first with their per-state counts, and the number of batches."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    query = select(Batch).order_by(Batch.created_at.desc(), Batch.id.desc())
+    with store.session() as session:
+        batches = list(session.scalars(query.offset(max(offset, 0)).limit(limit)))
+        total = session.scalar(select(func.count()).select_from(Batch)) or 0
+    counts = counts_by_batch(store, [b.id for b in batches])
+    return [BatchSummary(b, counts.get(b.id, {})) for b in batches], total
+
+
+def get_batch(store: Store, batch_id: str) -> BatchSummary | None:
+    with store.session() as session:
+        batch = session.get(Batch, batch_id)
+    if batch is None:
+        return None
+    return BatchSummary(batch, counts_by_batch(store, [batch_id])[batch_id])
+
+
+def in_flight_count(store: Store) -> int:
+    states = [s.value for s in STATE_GROUPS["in_flight"]]
+    query = select(func.count()).select_from(RevocationRequest)
+    with store.session() as session:
+        return session.scalar(query.where(RevocationRequest.state.in_(states))) or 0
+
+
+def last_change(store: Store) -> datetime | None:
+    """When any request last changed (the dashboard reloads when this moves)."""
+    with store.session() as session:
+        return session.scalar(select(func.max(RevocationRequest.updated_at)))
