@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def wait_with_progress(stack: LocalStack, ids: list[str], console: Console,
             time.sleep(0.2)
 
 
-def report(console: Console, cases: list[Case], records: list[object], stack: LocalStack,
+def report(console: Console, cases: list[Case], records: Sequence[object], stack: LocalStack,
            elapsed: float) -> int:
     table = Table(title="Offboarding outcomes")
     for column in ("person", "seat", "outcome", "expected", "attempts", "note"):

@@ -68,7 +68,11 @@ def dry_run(settings: Settings, parsed: ParsedBatch, *, as_json: bool) -> int:
             kind = "subscription_id" if request.subscription_id else "order_id"
             if (kind, container) not in lists:
                 try:
-                    lists[kind, container] = polar.list_seats(**{kind: container}).seats
+                    lists[kind, container] = (
+                        polar.list_seats(subscription_id=container).seats
+                        if kind == "subscription_id"
+                        else polar.list_seats(order_id=container).seats
+                    )
                 except PolarError as error:
                     lists[kind, container] = str(error)
             seats = lists[kind, container]
