@@ -20,7 +20,6 @@ import pytest
 from worker.api import ApiServer, create_app
 from worker.api.settings import ApiSettings
 from worker.localstack import LocalStack
-from worker.models import RevocationRequest
 from worker.outcomes import State
 from worker.producer import Producer
 
@@ -37,18 +36,6 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
 
 
-class _StandInRetryProducer(Producer):
-    """Used only while ``Producer.retry`` has not landed: re-queue and re-send."""
-
-    def retry(self, request_id: str) -> RevocationRequest:
-        record = self.store.get(request_id)
-        if record is None or record.state != State.FAILED:
-            raise ValueError("only a failed request can be retried")
-        record = self.store.update(request_id, state=State.QUEUED, finished_at=None)
-        self.send([request_id])
-        return record
-
-
 @pytest.fixture
 def stack(tmp_path: Path, redis_url: str) -> Iterator[LocalStack]:
     with LocalStack(workdir=tmp_path, redis_url=redis_url) as local:
@@ -60,8 +47,7 @@ def stack(tmp_path: Path, redis_url: str) -> Iterator[LocalStack]:
 
 @pytest.fixture
 def server(stack: LocalStack) -> Iterator[ApiServer]:
-    producer_class = Producer if hasattr(Producer, "retry") else _StandInRetryProducer
-    producer = producer_class(stack.settings, store=stack.store)
+    producer = Producer(stack.settings, store=stack.store)
     app = create_app(stack.settings, producer=producer, api_settings=ApiSettings(
         _env_file=None, api_keys=API_KEY))  # type: ignore[call-arg]
     with ApiServer(app) as running:

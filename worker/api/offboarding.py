@@ -11,8 +11,7 @@ a redelivered event maps onto the same requests.
   holds a seat, so there is nothing to check them against). The person still goes into the
   request's ``reason`` text so the record says whom the event was about.
 
-``effective_at`` is passed through when ``RevocationInput`` has that field; otherwise it is
-kept in ``reason`` ("effective_at …") and the revocation runs now.
+``effective_at`` (the person's last day) makes every request ``scheduled`` until then.
 """
 
 from __future__ import annotations
@@ -117,8 +116,6 @@ def _reason(data: OffboardingData, target: Target, person_dropped: bool) -> str 
             if getattr(data.person, name)
         )
         parts.append(f"person {who}")
-    if data.effective_at is not None and "effective_at" not in RevocationInput.model_fields:
-        parts.append(f"effective_at {data.effective_at.isoformat()}")
     return "; ".join(parts)[:2000] or None
 
 
@@ -133,7 +130,7 @@ def to_requests(event: OffboardingEvent, webhook_id: str) -> list[RevocationInpu
         fields: dict[str, Any] = target.model_dump(exclude_none=True)
         if not person_dropped:
             fields.update(data.person.model_dump(exclude_none=True))
-        if data.effective_at is not None and "effective_at" in RevocationInput.model_fields:
+        if data.effective_at is not None:
             fields["effective_at"] = data.effective_at
         fields.update(
             key=idempotency_key(webhook_id, index),

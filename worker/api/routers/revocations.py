@@ -140,10 +140,7 @@ def retry(request_id: str, caller: Caller, context: Context) -> RevocationOut:
 def retry_request(context: ApiContext, request_id: str) -> Any:
     if context.store.get(request_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
-    producer_retry = getattr(context.producer, "retry", None)
-    if producer_retry is None:
-        raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, "retry is not available yet")
     try:
-        return producer_retry(request_id)
+        return context.producer.retry(request_id)
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
