@@ -11,16 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import threading
 import time
 import uuid
 from datetime import datetime
 from http import HTTPStatus
-from types import TracebackType
 from typing import Annotated, Any, Literal
 
-import uvicorn
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from worker.background_server import BackgroundServer, bind, quiet_server
 from worker.sandbox_control import SandboxControl
 from worker.sandbox_state import (
     DEFAULT_SANDBOX_TOKEN,
@@ -465,82 +462,19 @@ def _add_control_routes(app: FastAPI, state: SandboxState) -> None:
 # -- running it ----------------------------------------------------------------------------
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections; without it
-    # Nagle + delayed ACK add ~40 ms to every response.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    return sock
-
-
-def _uvicorn(app: FastAPI) -> uvicorn.Server:
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-        backlog=4096,
-    )
-    return uvicorn.Server(config)
-
-
-class SandboxServer:
+class SandboxServer(BackgroundServer):
     """The sandbox on 127.0.0.1 in a background thread; a context manager."""
 
     def __init__(
         self, state: SandboxState | None = None, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.state = state or SandboxState()
-        self.host, self.port = host, port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> SandboxServer:
-        """Start serving; returns once uvicorn accepts connections."""
-        sock = _bind(self.host, self.port)
-        self.port = sock.getsockname()[1]
-        self._server = server = _uvicorn(create_app(self.state))
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name=f"sandbox-{self.port}", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"sandbox did not start on {self.url}")
-            time.sleep(0.01)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask uvicorn to exit and wait for the thread."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._server = self._thread = None
+        super().__init__(create_app(self.state), host=host, port=port, name="sandbox",
+                         lifespan="off", backlog=4096)
 
     def control(self) -> SandboxControl:
         """A control client for this server (close it when done)."""
         return SandboxControl(self.url)
-
-    def __enter__(self) -> SandboxServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def serve(
@@ -563,7 +497,9 @@ def serve(
         latency_ms=latency_ms,
         seed=seed,
     )
-    sock = _bind(host, port)
+    sock = bind(host, port)
     bound_port = sock.getsockname()[1]
     print(f"sandbox listening on http://{host}:{bound_port}", flush=True)
-    _uvicorn(create_app(SandboxState(config))).run(sockets=[sock])
+    quiet_server(create_app(SandboxState(config)), lifespan="off", backlog=4096).run(
+        sockets=[sock]
+    )
