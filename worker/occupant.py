@@ -29,6 +29,12 @@ class Occupant:
     def is_named(self) -> bool:
         return any((self.email, self.member_id, self.customer_id, self.external_id))
 
+    @classmethod
+    def named_by(cls, record: Any) -> Occupant:
+        """The person a stored request names (its ``occupant_*`` columns)."""
+        return cls(record.occupant_email, record.occupant_member_id,
+                   record.occupant_customer_id, record.occupant_external_id)
+
     def as_dict(self) -> dict[str, str]:
         return {key: value for key, value in asdict(self).items() if value}
 

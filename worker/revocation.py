@@ -127,12 +127,7 @@ def _revoke(
 ) -> Finished:
     mode: Mode = "customer_portal" if record.mode == "customer_portal" else "organization"
     portal_token = _portal_token(rt, record) if mode == "customer_portal" else None
-    wanted = Occupant(
-        record.occupant_email,
-        record.occupant_member_id,
-        record.occupant_customer_id,
-        record.occupant_external_id,
-    )
+    wanted = Occupant.named_by(record)
     container = _guard_container(rt, record, wanted)
     seat_id = record.seat_id
     assert seat_id is not None
@@ -175,8 +170,7 @@ def _resolve_seat(rt: Runtime, record: RevocationRequest) -> RevocationRequest |
     container = container_of(record)
     assert container is not None, "validated at enqueue: no seat id means a container"
     mode: Mode = "customer_portal" if record.mode == "customer_portal" else "organization"
-    wanted = Occupant(record.occupant_email, record.occupant_member_id,
-                      record.occupant_customer_id, record.occupant_external_id)
+    wanted = Occupant.named_by(record)
     try:
         portal_token = _portal_token(rt, record) if mode == "customer_portal" else None
         seats = _with_inline_retries(

@@ -19,9 +19,15 @@ from worker.polar import PolarError, PolarHTTPError, PolarTransportError
 from worker.revocation import _with_inline_retries
 
 
+class NoMetrics:
+    def retry(self, kind: str) -> None:
+        return None
+
+
 @dataclass
 class FakeRuntime:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    metrics: NoMetrics = field(default_factory=NoMetrics)
 
 
 @dataclass
@@ -29,6 +35,8 @@ class FakeRecord:
     attempts: int = 1
     created_at: datetime = field(default_factory=utcnow)
     effective_at: datetime | None = None
+    window_started_at: datetime | None = None
+    attempts_before_window: int = 0
 
 
 class Script:
