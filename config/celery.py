@@ -39,6 +39,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
+        # Soft shutdown: on a second SIGTERM (or a cold shutdown) give running tasks this long
+        # to finish before they are terminated and their messages requeued.
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
         "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,
         "task_time_limit": TASK_TIME_LIMIT,
         "task_track_started": True,
