@@ -73,6 +73,7 @@ class Producer:
             config["task_send_sent_event"] = False  # workers still report received/started
             self.celery.config_from_object(config)
         self._redis: Redis | None = None
+        self._declared = False
 
     @property
     def redis(self) -> Redis:
@@ -173,7 +174,13 @@ class Producer:
                     task_id=request_id,
                     queue=self.settings.queue_name,
                     producer=producer,
+                    # The queue is declared with the first message only; Celery's repr of
+                    # the arguments is given, not computed (both are per-message costs).
+                    **({"declare": []} if self._declared else {}),
+                    argsrepr=f"['{request_id}']",
+                    kwargsrepr="{}",
                 )
+                self._declared = True
 
     def retry(self, request_id: str) -> RevocationRequest:
         """Send a failed request again: same idempotency key, a new attempt, a fresh retry

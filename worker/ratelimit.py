@@ -34,7 +34,9 @@ redis.call('SET', KEYS[1], start + tonumber(ARGV[1]), 'PX', tonumber(ARGV[3]))
 return {1, wait}
 """
 
-# KEYS: cooldown, tat. ARGV: seconds_us, ttl_ms. Extends the cooldown, never shortens it.
+# KEYS: cooldown, tat. ARGV: seconds_us, ttl_ms. Extends the cooldown, never shortens it,
+# and moves the next free slot to the end of the cooldown so the first requests after it
+# are spaced like any others instead of all firing at once.
 _PENALIZE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -42,6 +44,10 @@ local untl = now + tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if untl > current then
   redis.call('SET', KEYS[1], untl, 'PX', tonumber(ARGV[2]))
+end
+local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
+if untl > tat then
+  redis.call('SET', KEYS[2], untl, 'PX', tonumber(ARGV[2]))
 end
 return untl - now
 """
@@ -65,15 +71,19 @@ class SharedRateLimiter:
         limit: RateLimit,
         *,
         headroom: float = 0.03,
+        max_allowance: float = 0.25,
         max_hold: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
         self._redis = redis
         self._prefix = key_prefix
-        # Aim a little under Polar's limit so network jitter never lands two requests in one
-        # window slot. 3% costs 3% of throughput and buys tolerance of ~3% of the window.
-        self.interval = 1.0 / (limit.per_second * (1.0 - headroom))
+        # Space requests as if the window were a little longer than Polar's, so jitter
+        # between our clock and its arrival times never puts one request too many in a
+        # window: 3% of a 1-second window (30 ms), capped at 250 ms for a minute window
+        # (0.4% of its throughput instead of 3%).
+        allowance = min(headroom * limit.period, max_allowance)
+        self.interval = (limit.period + allowance) / limit.count
         self.max_hold = max_hold
         self._sleep = sleep
         self._on_wait = on_wait
@@ -84,6 +94,11 @@ class SharedRateLimiter:
         return f"{self._prefix}:{bucket}:tat", f"{self._prefix}:{bucket}:cooldown"
 
     def acquire(self, bucket: str) -> None:
+        """Wait for this process's next request slot (sleeping at most ``max_hold``)."""
+        while not self._reserve(bucket):
+            pass  # a cooldown began while we slept: our slot is void, reserve again
+
+    def _reserve(self, bucket: str) -> bool:
         tat_key, cooldown_key = self._keys(bucket)
         ttl_ms = int((self.max_hold + self.interval) * 1000) + 60_000
         reserved, wait_us = self._acquire(
@@ -103,12 +118,14 @@ class SharedRateLimiter:
                 raise ThrottleWait(pause)
             if pause > 0:
                 self._sleep(pause)
+                return False
+        return True
 
     def penalize(self, bucket: str, seconds: float) -> None:
         """Pause every user of ``bucket`` for ``seconds`` (Polar's ``retry-after``)."""
-        _tat_key, cooldown_key = self._keys(bucket)
+        tat_key, cooldown_key = self._keys(bucket)
         self._penalize(
-            keys=[cooldown_key], args=[int(seconds * 1e6), int(seconds * 1000) + 60_000]
+            keys=[cooldown_key, tat_key], args=[int(seconds * 1e6), int(seconds * 1000) + 60_000]
         )
 
     def cooldown_remaining(self, bucket: str) -> float:

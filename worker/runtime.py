@@ -52,7 +52,8 @@ class Runtime:
         polar = PolarClient(http, token, throttle, observer=metrics)
         return cls(
             settings=settings,
-            store=Store.from_url(settings.database_url),
+            # `seat-revoker worker` migrates once before forking; not again per process.
+            store=Store.from_url(settings.database_url, migrate_schema=False),
             polar=polar,
             redis=redis,
             policy=policy_from(settings),

@@ -125,7 +125,11 @@ class Store:
                 fresh.append(values)
                 results.append((record, True))
             if fresh:
-                session.execute(insert(RevocationRequest), fresh)
+                # render_nulls keeps every row the same shape, so this stays one executemany
+                # instead of one INSERT per distinct set of non-null columns.
+                session.execute(
+                    insert(RevocationRequest).execution_options(render_nulls=True), fresh
+                )
                 session.execute(
                     insert(RequestEvent),
                     [{"request_id": v["id"], "at": now, "state": v["state"], "attempt": 0}

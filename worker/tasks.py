@@ -9,6 +9,7 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    worker_process_init,
     worker_ready,
     worker_shutdown,
 )
@@ -56,6 +57,12 @@ def start_scheduler_when_ready(settings: Settings) -> None:
     @worker_shutdown.connect(weak=False)
     def _stop(**_: Any) -> None:
         stop.set()
+
+
+@worker_process_init.connect
+def _warm_runtime(**_: Any) -> None:
+    """Build each pool process's clients before its first task, not during it."""
+    get_runtime()
 
 
 @task_prerun.connect

@@ -61,10 +61,15 @@ def limiter(
     ("limit", "headroom", "interval"),
     [
         pytest.param(RateLimit(10.0, 1.0), 0.0, 0.1, id="10 per second without headroom"),
-        pytest.param(RateLimit(10.0, 1.0), 0.03, 1 / 9.7, id="10 per second with 3% headroom"),
-        pytest.param(RateLimit(100.0, 60.0), 0.03, 60 / 97, id="the sandbox 100 per minute"),
-        pytest.param(RateLimit(500.0, 60.0), 0.03, 60 / 485, id="the production 500 per minute"),
-        pytest.param(RateLimit(10.0, 1.0), 0.5, 0.2, id="50% headroom halves the rate"),
+        pytest.param(RateLimit(10.0, 1.0), 0.03, 1.03 / 10, id="10 per second with 3% headroom"),
+        pytest.param(RateLimit(20.0, 1.0), 0.03, 1.03 / 20,
+                     id="20 per second: a 30 ms allowance"),
+        pytest.param(RateLimit(100.0, 60.0), 0.03, 60.25 / 100,
+                     id="the sandbox 100 per minute: the allowance is capped at 250 ms"),
+        pytest.param(RateLimit(500.0, 60.0), 0.03, 60.25 / 500,
+                     id="the production 500 per minute: 0.4% under the limit, not 3%"),
+        pytest.param(RateLimit(10.0, 1.0), 0.5, 0.125,
+                     id="50% headroom of a second is capped at 250 ms"),
     ],
 )
 def test_interval(
@@ -203,13 +208,14 @@ def test_throttle_wait_when_the_wait_exceeds_max_hold(
     sleeps = Sleeps()
     gate = limiter(redis, prefix, sleeps, max_hold=max_hold)
     gate.penalize("bucket", penalty)
+    next_slot = redis.get(f"{prefix}:bucket:tat")  # the penalty moved it to the cooldown end
     with pytest.raises(ThrottleWait) as info:
         gate.acquire("bucket")
     assert penalty - 0.1 <= info.value.seconds <= penalty
     assert f"{info.value.seconds:.2f}s" in str(info.value)
     assert sleeps.calls == []
     # A refused acquire reserves no slot.
-    assert redis.get(f"{prefix}:bucket:tat") is None
+    assert redis.get(f"{prefix}:bucket:tat") == next_slot
 
 
 def test_throttle_wait_when_the_queue_of_slots_is_longer_than_max_hold(
@@ -244,3 +250,16 @@ def test_keys_expire(redis: Redis, prefix: str) -> None:
     cooldown_ttl = redis.pttl(f"{prefix}:bucket:cooldown")
     assert 0 < tat_ttl <= 63_000
     assert 0 < cooldown_ttl <= 62_000
+
+
+def test_requests_after_a_cooldown_are_spaced_not_bunched(redis: Redis, prefix: str) -> None:
+    sleeps = RealSleeps()
+    gate = limiter(redis, prefix, sleeps, max_hold=5.0)
+    gate.penalize("bucket", 0.5)
+    gate.acquire("bucket")
+    gate.acquire("bucket")
+    first, second = sleeps.calls
+    assert first == pytest.approx(0.5, abs=0.05)
+    # The next slot starts at the cooldown's end: the second request waits one interval
+    # after the first instead of firing with it.
+    assert second == pytest.approx(gate.interval, abs=0.03)
