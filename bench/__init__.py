@@ -1,0 +1,1 @@
+"""Reproducible benchmarks for seat-revoker (see bench/README.md; run with ``make bench``)."""

@@ -1,0 +1,57 @@
+"""Run every benchmark in order and print one summary table (``make bench``).
+
+1 + 5: rate_limit_batch, 2: naive_baseline (right after 1, same sandbox settings),
+3: enqueue, 4: overhead. Each writes its own JSON to bench/results/; this writes
+bench/results/summary.json too.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench import enqueue, naive_baseline, overhead, rate_limit_batch
+from bench.common import machine_info, print_table, write_result
+
+NAIVE_TIMEOUT_S = 360.0  # keeps `make bench` under ~10 minutes even if the baseline crawls
+
+
+def main() -> None:
+    started = time.monotonic()
+    machine = machine_info()
+    ours = rate_limit_batch.run()
+    naive = naive_baseline.run(timeout=NAIVE_TIMEOUT_S, compare=False)
+    naive_baseline.print_comparison(ours, naive, note="(same run)")
+    enq = enqueue.run()
+    over = overhead.run()
+
+    a, b = ours["figures"], naive["figures"]
+    naive_wall = b["wall_s"] if b["finished"] else f">= {b['wall_s']}"
+    rows: list[list[Any]] = [
+        ["1 batch @ 20/s: wall ÷ floor (600 seats, 30 s)", f"{a['ratio']:.3f}x ({a['wall_s']} s)",
+         "≤ 1.05x"],
+        ["1 batch @ 20/s: 429s", a["rate_limited_429"], "0"],
+        ["1 batch @ 20/s: requests per seat / revoked once", f"{a['requests_per_seat']} / "
+         f"{a['seats_revoked_once']} of 600", "1 / 600"],
+        ["2 naive Celery: wall ÷ floor", f"{b['ratio']:.3f}x ({naive_wall} s)", "-"],
+        ["2 naive Celery: 429s / DELETEs sent", f"{b['rate_limited_429']} / "
+         f"{b['deletes_sent']}", "-"],
+        ["3 enqueue 10,000 rows: rows/s (best of 3)",
+         f"{enq['figures']['best_rows_per_s']:,.0f} ({enq['figures']['best_total_s']} s)",
+         "a few seconds"],
+    ]
+    for row in over["figures"]:
+        rows.append([f"4 no limit, 1 node c={row['concurrency']}: revocations/s vs no-op/s",
+                     f"{row['revocations_per_s']} vs {row['noop_per_s']}", "-"])
+    rows.append(["5 peak worker RSS during 1 (max process)",
+                 f"{ours['memory']['max_peak_rss_mib']} MiB", "-"])
+    print_table(["benchmark", "measured", "target"], rows,
+                title=f"=== summary ({machine['date']}, nproc={machine['nproc']}, "
+                      f"python {machine['python']}, redis {machine['redis_version']}, "
+                      f"{time.monotonic() - started:.0f} s) ===")
+    write_result("summary", {"machine": machine, "rows": rows,
+                             "elapsed_s": round(time.monotonic() - started, 1)})
+
+
+if __name__ == "__main__":
+    main()
