@@ -93,22 +93,26 @@ def _drop_database(conninfo: str, name: str) -> None:
 
 
 @pytest.fixture(scope="module", params=backends())
+def stack_database(request: pytest.FixtureRequest) -> str | None:
+    """Each backend in turn for a module's stack: None means a fresh SQLite file."""
+    BACKENDS_RUN.add(request.param)
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return None
+
+
+@pytest.fixture(scope="module")
 def stack(
-    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    stack_database: str | None, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
     """Sandbox + one worker node (2 processes) + producer, on each database backend.
 
     Short timeouts and waits so fault tests run in seconds: a read timeout of 1s, 429s with
     retry-after up to 2s are waited out in process, longer ones go back to Celery.
     """
-    BACKENDS_RUN.add(request.param)
-    workdir = tmp_path_factory.mktemp(f"stack-{request.param}")
-    database_url = (
-        request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    )
     with LocalStack(
-        workdir=workdir,
-        database_url=database_url,
+        workdir=tmp_path_factory.mktemp("stack"),
+        database_url=stack_database,
         redis_url=redis_url,
         settings_overrides={
             "polar_read_timeout": 1.0,

@@ -23,10 +23,13 @@ TOKEN_HEADER = {"Authorization": "Bearer polar_oat_sandbox_local"}
 
 
 @pytest.fixture(scope="module")
-def two_nodes(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def two_nodes(
+    stack_database: str | None, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
     """Two worker nodes sharing one token's budget of 20/second, as in production."""
     with LocalStack(
         workdir=tmp_path_factory.mktemp("batches"),
+        database_url=stack_database,
         redis_url=redis_url,
         rate_limit="20/second",
         sandbox_rate_limit="20/second",
