@@ -74,6 +74,7 @@ class SharedRateLimiter:
         max_allowance: float = 0.25,
         max_hold: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         on_wait: Callable[[float], None] | None = None,
     ) -> None:
         self._redis = redis
@@ -84,8 +85,11 @@ class SharedRateLimiter:
         # (0.4% of its throughput instead of 3%).
         allowance = min(headroom * limit.period, max_allowance)
         self.interval = (limit.period + allowance) / limit.count
+        # Waking later than this after our slot would eat into that allowance.
+        self.late_limit = allowance / 2
         self.max_hold = max_hold
         self._sleep = sleep
+        self._clock = clock
         self._on_wait = on_wait
         self._acquire = redis.register_script(_ACQUIRE)
         self._penalize = redis.register_script(_PENALIZE)
@@ -95,10 +99,14 @@ class SharedRateLimiter:
 
     def acquire(self, bucket: str) -> None:
         """Wait for this process's next request slot (sleeping at most ``max_hold``)."""
-        while not self._reserve(bucket):
-            pass  # a cooldown began while we slept: our slot is void, reserve again
+        tolerate_lateness = False
+        while not self._reserve(bucket, tolerate_lateness):
+            # Our slot is void: a cooldown began while we slept, or we woke so late that
+            # sending now would crowd the next process's slot. Reserve a fresh one (a
+            # second lateness is accepted, so a starved process cannot loop).
+            tolerate_lateness = True
 
-    def _reserve(self, bucket: str) -> bool:
+    def _reserve(self, bucket: str, tolerate_lateness: bool) -> bool:
         tat_key, cooldown_key = self._keys(bucket)
         ttl_ms = int((self.max_hold + self.interval) * 1000) + 60_000
         reserved, wait_us = self._acquire(
@@ -106,12 +114,15 @@ class SharedRateLimiter:
             args=[int(self.interval * 1e6), int(self.max_hold * 1e6), ttl_ms],
         )
         wait = int(wait_us) / 1e6
+        slot = self._clock() + wait
         if not reserved:
             raise ThrottleWait(wait)
         if wait > 0:
             if self._on_wait is not None:
                 self._on_wait(wait)
             self._sleep(wait)
+            if not tolerate_lateness and self._clock() - slot > self.late_limit:
+                return False
             # A 429 seen by another worker while we slept pauses us too.
             pause = self.cooldown_remaining(bucket)
             if pause > self.max_hold:

@@ -263,3 +263,23 @@ def test_requests_after_a_cooldown_are_spaced_not_bunched(redis: Redis, prefix: 
     # The next slot starts at the cooldown's end: the second request waits one interval
     # after the first instead of firing with it.
     assert second == pytest.approx(gate.interval, abs=0.03)
+
+
+def test_a_process_waking_late_takes_a_fresh_slot_once(redis: Redis, prefix: str) -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def oversleep(seconds: float) -> None:  # every sleep ends 40 ms late
+        sleeps.append(seconds)
+        now[0] += seconds + 0.04
+
+    gate = SharedRateLimiter(redis, prefix, RateLimit(20.0, 1.0), sleep=oversleep,
+                             clock=lambda: now[0])
+    other = limiter(redis, prefix, Sleeps())
+    other.acquire("bucket")  # the free slot is taken: ours is one interval away
+    gate.acquire("bucket")
+    assert gate.late_limit == pytest.approx(0.015)
+    # Late the first time: the slot is given up and a later one reserved; late again:
+    # accepted rather than looping.
+    assert len(sleeps) == 2
+    assert sleeps[1] >= gate.interval - 0.05
