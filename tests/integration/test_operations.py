@@ -1,0 +1,116 @@
+"""Operator commands: dead letters and replay, scheduled requests, cancel, the scheduler."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from worker.localstack import LocalStack
+from worker.models import utcnow
+from worker.procs import WorkerProcess
+from worker.producer import RevocationInput
+
+pytestmark = pytest.mark.integration
+
+
+def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=120,
+    )
+
+
+def seat(stack: LocalStack) -> str:
+    email = f"{uuid.uuid4().hex[:6]}@acme.test"
+    return str(stack.control.create_seats([{"status": "claimed", "email": email}])[0]["id"])
+
+
+def test_failed_requests_are_listed_and_retried_with_history_kept(
+    sandbox_reset: LocalStack,
+) -> None:
+    stack = sandbox_reset
+    seat_id = seat(stack)
+    stack.control.add_fault(method="DELETE", seat_id=seat_id, status=403, times=1,
+                            body={"error": "NotPermitted", "detail": "not now"})
+    record = stack.producer.submit(RevocationInput(seat_id=seat_id)).record
+    assert stack.wait_terminal([record.id])[0].state == "failed"
+
+    listed = cli(stack, "failed", "--json")
+    assert listed.returncode == 0, listed.stderr
+    failed = [json.loads(line) for line in listed.stdout.splitlines()]
+    mine = next(r for r in failed if r["id"] == record.id)
+    assert mine["last_http_status"] == 403 and "not now" in mine["last_error"]
+
+    retried = cli(stack, "retry", record.id)
+    assert retried.returncode == 0, retried.stderr
+    final = stack.wait_terminal([record.id])[0]
+    assert final.state == "revoked"
+    assert final.idempotency_key == record.idempotency_key and final.attempts == 2
+    states = [e.state for e in stack.store.history(record.id)]
+    assert states == ["queued", "running", "failed", "queued", "running", "revoked"]
+
+    again = cli(stack, "retry", record.id)
+    assert again.returncode == 1 and "only failed ones retry" in again.stderr
+
+
+def test_retry_needs_an_id_or_all_failed(sandbox_reset: LocalStack) -> None:
+    done = cli(sandbox_reset, "retry")
+    assert done.returncode == 2 and "--all-failed" in done.stderr
+
+
+def test_scheduled_requests_wait_and_can_be_cancelled(sandbox_reset: LocalStack) -> None:
+    stack = sandbox_reset
+    kept, dropped = seat(stack), seat(stack)
+    due = utcnow() + timedelta(seconds=8)
+    when = due.strftime("%Y-%m-%dT%H:%M:%S%z")
+    ids = []
+    for seat_id in (kept, dropped):
+        done = cli(stack, "revoke", seat_id, "--effective-at", when)
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.strip())
+    listed = cli(stack, "scheduled", "--json")
+    assert {json.loads(line)["id"] for line in listed.stdout.splitlines()} >= set(ids)
+
+    cancelled = cli(stack, "cancel", ids[1])
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cli(stack, "cancel", ids[1]).returncode == 1  # not twice
+
+    time.sleep(max(0.0, (due - utcnow()).total_seconds()) + 1.0)
+    assert stack.store.get(ids[0]).state == "scheduled"  # type: ignore[union-attr]
+    scheduler = stack.start_scheduler()  # releases what is due
+    try:
+        records = stack.wait_terminal(ids, timeout=60)
+    finally:
+        scheduler.terminate()
+        scheduler.wait(10)
+        stack.scheduler = None
+    assert [r.state for r in records] == ["revoked", "cancelled"]
+    assert stack.control.seat(kept)["status"] == "revoked"
+    assert stack.control.seat(dropped)["status"] == "claimed"
+
+
+def test_worker_with_scheduler_releases_due_requests(
+    sandbox_reset: LocalStack, tmp_path: Path
+) -> None:
+    stack = sandbox_reset
+    seat_id = seat(stack)
+    record = stack.producer.submit(RevocationInput(
+        seat_id=seat_id, effective_at=utcnow() + timedelta(seconds=3),
+    )).record
+    assert record.state == "scheduled"
+    node = WorkerProcess(env={**stack.env, "SCHEDULER_INTERVAL_SECONDS": "0.5"},
+                         log_path=tmp_path / "with-scheduler.log", concurrency=1,
+                         name="ws", extra_args=["--with-scheduler"]).start()
+    try:
+        assert stack.wait_terminal([record.id], timeout=60)[0].state == "revoked"
+    finally:
+        node.stop()
+    assert '"scheduler.released"' in (tmp_path / "with-scheduler.log").read_text()
