@@ -113,6 +113,16 @@ def seeded_uuids(count: int, seed: int = SEED) -> list[str]:
     return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(count)]
 
 
+def seed_claimed_seats(stack: Any, count: int, seed: int) -> list[str]:
+    """Create ``count`` claimed seats with seeded ids in the stack's sandbox."""
+    seat_ids = seeded_uuids(count, seed)
+    stack.control.create_seats(
+        [{"id": sid, "status": "claimed", "email": f"user{i}@bench.test"}
+         for i, sid in enumerate(seat_ids)]
+    )
+    return seat_ids
+
+
 def seat_id_csv(seat_ids: Sequence[str]) -> bytes:
     return ("seat_id\n" + "".join(f"{s}\n" for s in seat_ids)).encode()
 

@@ -32,7 +32,7 @@ from bench.common import (
     print_header,
     print_table,
     request_log_figures,
-    seeded_uuids,
+    seed_claimed_seats,
     workdir,
     write_result,
 )
@@ -84,11 +84,7 @@ def run(
     )
     workers: list[CeleryNode] = []
     try:
-        seat_ids = seeded_uuids(seats, seed)
-        stack.control.create_seats(
-            [{"id": sid, "status": "claimed", "email": f"user{i}@bench.test"}
-             for i, sid in enumerate(seat_ids)]
-        )
+        seat_ids = seed_claimed_seats(stack, seats, seed)
         started = time.monotonic()
         for n in range(nodes):
             workers.append(CeleryNode(

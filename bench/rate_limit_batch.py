@@ -32,7 +32,7 @@ from bench.common import (
     print_table,
     request_log_figures,
     seat_id_csv,
-    seeded_uuids,
+    seed_claimed_seats,
     workdir,
     write_result,
 )
@@ -67,11 +67,7 @@ def run(
     stack = LocalStack(workdir(NAME), rate_limit=rate, sandbox_rate_limit=rate)
     stack.start()
     try:
-        seat_ids = seeded_uuids(seats, seed)
-        stack.control.create_seats(
-            [{"id": sid, "status": "claimed", "email": f"user{i}@bench.test"}
-             for i, sid in enumerate(seat_ids)]
-        )
+        seat_ids = seed_claimed_seats(stack, seats, seed)
         started = time.monotonic()
         for n in range(nodes):
             stack.add_worker(concurrency=concurrency, name=f"bench{n + 1}")
