@@ -1,4 +1,11 @@
-"""Table-driven tests of seat occupant checks in ``worker.occupant``."""
+"""Table tests of ``worker.occupant``: who holds a seat, over real-shaped seat bodies.
+
+Seat shapes follow Polar's server source (polarsource/polar
+``server/polar/customer_seat/service.py`` ``assign_seat``, ``schemas.py`` ``customer_email``):
+member model on → ``customer_id`` is the billing customer and the member is the holder;
+legacy → ``customer_id`` is the holder's own customer, and seats from before March 2026
+have no member and ``email: null``.
+"""
 
 from __future__ import annotations
 
@@ -8,313 +15,273 @@ from typing import Any
 import pytest
 
 from worker.occupant import (
+    EXTERNAL_UNKNOWN,
+    IdentityContext,
+    Match,
     Occupant,
     Verdict,
-    find_seat,
-    find_seat_of,
-    judge_seat,
-    mismatched_fields,
+    billing_customer_of,
+    decide,
+    judge_holder,
+    locate,
+    needs_billing_lookup,
+    needs_external_lookup,
     occupant_of,
+    revoked_by_this_job,
 )
 from worker.polar import CustomerSeat
 
-SEAT_ID = "5a1e0a4c-0000-4000-8000-000000000001"
-OTHER_SEAT_ID = "5a1e0a4c-0000-4000-8000-000000000002"
-MEMBER_ID = "11111111-1111-4111-8111-111111111111"
-CUSTOMER_ID = "22222222-2222-4222-8222-222222222222"
-OTHER_ID = "33333333-3333-4333-8333-333333333333"
-SKEW = timedelta(seconds=2)
+SEAT_A = "5a1e0a4c-0000-4000-8000-00000000000a"
+SEAT_B = "5a1e0a4c-0000-4000-8000-00000000000b"
+SEAT_C = "5a1e0a4c-0000-4000-8000-00000000000c"
+SUB = "9a0e0000-0000-4000-8000-000000000001"
+BILLING = "b1111111-1111-4111-8111-111111111111"
+ADA_CUSTOMER = "a2222222-2222-4222-8222-222222222222"
+BOB_CUSTOMER = "b3333333-3333-4333-8333-333333333333"
+ADA_MEMBER = "a4444444-4444-4444-8444-444444444444"
+BOB_MEMBER = "b5555555-5555-4555-8555-555555555555"
 DELETE_AT = datetime(2026, 4, 1, 12, 0, 0, tzinfo=UTC)
+NO_SKEW = timedelta(0)
 
 
-def seat(**fields: Any) -> CustomerSeat:
+def _body(seat_id: str, status: str, **fields: Any) -> CustomerSeat:
     body: dict[str, Any] = {
-        "id": SEAT_ID,
-        "status": "claimed",
-        "created_at": "2026-01-01T00:00:00Z",
-        "modified_at": "2026-01-02T00:00:00Z",
+        "id": seat_id, "created_at": "2026-01-01T00:00:00Z",
+        "modified_at": "2026-01-02T00:00:00Z", "status": status,
+        "subscription_id": SUB, "order_id": None, "customer_id": None, "member_id": None,
+        "email": None, "customer_email": None, "member": None,
+        "invitation_token_expires_at": None, "claimed_at": "2026-01-02T00:00:00Z",
+        "revoked_at": None, "seat_metadata": {},
     }
     body.update(fields)
     return CustomerSeat.model_validate(body)
 
 
-def member(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": MEMBER_ID,
-        "customer_id": CUSTOMER_ID,
-        "email": "ada@example.com",
-        "name": "Ada",
-        "external_id": "emp-42",
-        "role": "member",
-    }
-    body.update(fields)
-    return body
+def _member(member_id: str, email: str, external_id: str | None) -> dict[str, Any]:
+    return {"id": member_id, "created_at": "2026-01-01T00:00:00Z", "modified_at": None,
+            "customer_id": BILLING, "email": email, "name": None,
+            "external_id": external_id, "role": "member"}
+
+
+def member_model(seat_id: str = SEAT_A, email: str = "ada@acme.test",
+                 member_id: str = ADA_MEMBER, external_id: str | None = "E-ADA",
+                 *, email_on_seat: bool = True, customer_id: str = BILLING,
+                 status: str = "claimed") -> CustomerSeat:
+    """Member model on; ``email_on_seat=False`` is a seat from before January 2026;
+    ``customer_id`` other than BILLING is a December 2025 seat."""
+    return _body(seat_id, status, customer_id=customer_id, member_id=member_id,
+                 email=email if email_on_seat else None, customer_email=email,
+                 member=_member(member_id, email, external_id))
+
+
+def legacy(seat_id: str = SEAT_A, email: str = "ada@acme.test",
+           customer_id: str = ADA_CUSTOMER, member_id: str = ADA_MEMBER,
+           *, before_march: bool = False, status: str = "claimed") -> CustomerSeat:
+    """Member model off: the holder's own customer; before March 2026 no member, no email."""
+    if before_march:
+        return _body(seat_id, status, customer_id=customer_id, customer_email=email)
+    return _body(seat_id, status, customer_id=customer_id, member_id=member_id, email=email,
+                 customer_email=email, member=_member(member_id, email, None))
+
+
+def revoked(seat_id: str = SEAT_A, revoked_at: str = "2026-03-01T00:00:00Z") -> CustomerSeat:
+    return _body(seat_id, "revoked", revoked_at=revoked_at)
+
+
+KNOWN_BILLING = IdentityContext(billing_customer_id=BILLING)
 
 
 @pytest.mark.parametrize(
-    ("fields", "expected"),
+    ("seat", "wanted", "context", "match"),
     [
-        pytest.param(
-            {"email": "ada@example.com", "member_id": MEMBER_ID, "customer_id": CUSTOMER_ID},
-            Occupant("ada@example.com", MEMBER_ID, CUSTOMER_ID, None),
-            id="flat fields alone give email and ids but no external id",
-        ),
-        pytest.param(
-            {"member": member()},
-            Occupant("ada@example.com", MEMBER_ID, CUSTOMER_ID, "emp-42"),
-            id="the member object alone gives every field",
-        ),
-        pytest.param(
-            {
-                "email": "flat@example.com",
-                "member_id": OTHER_ID,
-                "customer_id": OTHER_ID,
-                "member": member(),
-            },
-            Occupant("flat@example.com", OTHER_ID, OTHER_ID, "emp-42"),
-            id="flat fields win over the member object where both are set",
-        ),
-        pytest.param(
-            {"email": None, "member_id": None, "customer_id": None, "member": None},
-            Occupant(None, None, None, None),
-            id="a seat without flat fields or member names nobody",
-        ),
-        pytest.param(
-            {"member": member(email=None, external_id=None), "email": "ada@example.com"},
-            Occupant("ada@example.com", MEMBER_ID, CUSTOMER_ID, None),
-            id="missing member fields fall back to the flat ones",
-        ),
+        pytest.param(member_model(), Occupant(email="ADA@acme.test"), IdentityContext(),
+                     Match.HOLDS, id="member model: email, case-insensitive"),
+        pytest.param(member_model(), Occupant(member_id=ADA_MEMBER), IdentityContext(),
+                     Match.HOLDS, id="member model: member id"),
+        pytest.param(member_model(), Occupant(external_id="E-ADA"), IdentityContext(),
+                     Match.HOLDS, id="member model: external id from member.external_id"),
+        pytest.param(member_model(), Occupant(customer_id=BILLING), IdentityContext(),
+                     Match.UNKNOWN, id="member model: billing customer id identifies nobody"),
+        pytest.param(member_model(), Occupant(email="bob@acme.test"), IdentityContext(),
+                     Match.OTHER, id="member model: someone else's address"),
+        pytest.param(member_model(email_on_seat=False), Occupant(email="ada@acme.test"),
+                     IdentityContext(), Match.HOLDS,
+                     id="member model before 2026-01: email null, member.email"),
+        pytest.param(member_model(customer_id=ADA_CUSTOMER), Occupant(customer_id=ADA_CUSTOMER),
+                     IdentityContext(), Match.HOLDS,
+                     id="member model 2025-12: the holder's own customer id"),
+        pytest.param(member_model(), Occupant(email="ada@acme.test", member_id=BOB_MEMBER),
+                     IdentityContext(), Match.CONFLICT, id="email agrees, member id differs"),
+        pytest.param(member_model(external_id=None), Occupant(external_id="E-ADA"),
+                     KNOWN_BILLING, Match.UNKNOWN, id="member without external id: unknown"),
+        pytest.param(legacy(), Occupant(email="ada@acme.test"), IdentityContext(),
+                     Match.HOLDS, id="legacy since 2026-03: email"),
+        pytest.param(legacy(), Occupant(customer_id=ADA_CUSTOMER), IdentityContext(),
+                     Match.HOLDS, id="legacy: the holder's own customer id"),
+        pytest.param(legacy(), Occupant(customer_id=BOB_CUSTOMER), IdentityContext(),
+                     Match.OTHER, id="legacy: another customer"),
+        pytest.param(legacy(before_march=True), Occupant(email="ada@acme.test"),
+                     KNOWN_BILLING, Match.HOLDS,
+                     id="legacy before 2026-03: address only in customer_email"),
+        pytest.param(legacy(before_march=True), Occupant(email="ada@acme.test"),
+                     IdentityContext(), Match.UNKNOWN,
+                     id="no member and billing unknown: customer_email is not trusted"),
+        pytest.param(legacy(before_march=True), Occupant(external_id="E-ADA"),
+                     KNOWN_BILLING, Match.UNKNOWN,
+                     id="legacy external id before it is resolved"),
+        pytest.param(legacy(before_march=True), Occupant(external_id="E-ADA"),
+                     IdentityContext(BILLING, ADA_CUSTOMER), Match.HOLDS,
+                     id="legacy external id resolved to the holder's customer"),
+        pytest.param(legacy(before_march=True), Occupant(external_id="E-ADA"),
+                     IdentityContext(BILLING, None), Match.OTHER,
+                     id="legacy external id Polar does not know"),
+        pytest.param(legacy(), Occupant(external_id="E-ADA"),
+                     IdentityContext(None, BOB_CUSTOMER), Match.OTHER,
+                     id="legacy member without external id: the customer decides"),
     ],
 )
-def test_occupant_of(fields: dict[str, Any], expected: Occupant) -> None:
-    assert occupant_of(seat(**fields)) == expected
+def test_judge_holder(seat: CustomerSeat, wanted: Occupant, context: IdentityContext,
+                      match: Match) -> None:
+    assert judge_holder(seat, wanted, context).match is match
 
 
-def test_occupant_of_an_empty_seat_is_not_named() -> None:
-    assert occupant_of(seat()).is_named is False
-    assert occupant_of(seat()).as_dict() == {}
-
-
-SEEN = Occupant("Ada@Example.com", MEMBER_ID, CUSTOMER_ID, "emp-42")
+def test_billing_customer_is_the_members_customer() -> None:
+    assert billing_customer_of([legacy(before_march=True), legacy(SEAT_B)]) == BILLING
+    assert billing_customer_of([legacy(before_march=True)]) is None
 
 
 @pytest.mark.parametrize(
-    ("seen", "wanted", "wrong"),
+    ("seats", "wanted", "expected"),
     [
-        pytest.param(SEEN, Occupant(), [], id="naming nobody confirms nothing and flags nothing"),
-        pytest.param(
-            SEEN, Occupant(email="ada@example.com"), [], id="email matches case-insensitively"
-        ),
-        pytest.param(
-            SEEN, Occupant(email="ADA@EXAMPLE.COM"), [], id="upper-case email also matches"
-        ),
-        pytest.param(
-            SEEN, Occupant(email="bob@example.com"), ["email"], id="another email is flagged"
-        ),
-        pytest.param(
-            SEEN, Occupant(member_id=OTHER_ID), ["member_id"], id="another member id is flagged"
-        ),
-        pytest.param(
-            SEEN,
-            Occupant(customer_id=OTHER_ID),
-            ["customer_id"],
-            id="another customer id is flagged",
-        ),
-        pytest.param(
-            SEEN,
-            Occupant(external_id="emp-7"),
-            ["external_id"],
-            id="another external id is flagged",
-        ),
-        pytest.param(
-            SEEN,
-            Occupant("ada@example.com", MEMBER_ID, CUSTOMER_ID, "emp-42"),
-            [],
-            id="every field matching flags nothing",
-        ),
-        pytest.param(
-            SEEN,
-            Occupant("bob@example.com", OTHER_ID, OTHER_ID, "emp-7"),
-            ["email", "member_id", "customer_id", "external_id"],
-            id="every field differing flags all four in order",
-        ),
-        pytest.param(
-            Occupant("ada@example.com", MEMBER_ID, CUSTOMER_ID, None),
-            Occupant(external_id="emp-42"),
-            ["external_id"],
-            id="an external id cannot be confirmed without a member object",
-        ),
-        pytest.param(
-            Occupant(),
-            Occupant(email="ada@example.com"),
-            ["email"],
-            id="a seat showing no email does not confirm the email",
-        ),
-        pytest.param(
-            Occupant(email="ada@example.com"),
-            Occupant(email="ada@example.com", member_id=MEMBER_ID),
-            ["member_id"],
-            id="a missing member id on the seat counts as a mismatch",
-        ),
+        ([member_model()], Occupant(email="a@b.test"), False),
+        ([legacy(before_march=True)], Occupant(email="a@b.test"), True),
+        ([legacy(before_march=True)], Occupant(member_id=ADA_MEMBER), False),
+        ([legacy(before_march=True), revoked(SEAT_B)], Occupant(customer_id=ADA_CUSTOMER),
+         True),
+        ([revoked()], Occupant(email="a@b.test"), False),
     ],
 )
-def test_mismatched_fields(seen: Occupant, wanted: Occupant, wrong: list[str]) -> None:
-    assert mismatched_fields(seen, wanted) == wrong
+def test_needs_billing_lookup(seats: list[CustomerSeat], wanted: Occupant,
+                              expected: bool) -> None:
+    assert needs_billing_lookup(seats, wanted) is expected
 
 
-ADA = Occupant(email="ada@example.com", member_id=MEMBER_ID)
-HELD_BY_ADA = {"email": "ada@example.com", "member_id": MEMBER_ID, "customer_id": CUSTOMER_ID}
+def test_needs_external_lookup_only_for_legacy_holders() -> None:
+    wanted = Occupant(external_id="E-ADA")
+    assert not needs_external_lookup([member_model()], wanted, IdentityContext())
+    assert needs_external_lookup([legacy()], wanted, IdentityContext())
+    assert not needs_external_lookup([legacy()], wanted, IdentityContext(None, None))
+    assert EXTERNAL_UNKNOWN == IdentityContext().external_customer
+
+
+BOB = member_model(SEAT_B, "bob@acme.test", BOB_MEMBER, "E-BOB")
+ADA = member_model()
 
 
 @pytest.mark.parametrize(
-    ("fields", "first_delete_at", "verdict"),
+    ("seats", "wanted", "context", "verdict", "seat_id"),
     [
-        pytest.param(None, DELETE_AT, Verdict.NOT_FOUND, id="no seat means not found"),
-        pytest.param(
-            {"status": "revoked", "revoked_at": "2026-03-01T00:00:00Z"},
-            DELETE_AT,
-            Verdict.ALREADY_REVOKED,
-            id="revoked well before our first delete is already revoked",
-        ),
-        pytest.param(
-            {"status": "revoked", "revoked_at": "2026-04-01T11:59:57Z"},
-            DELETE_AT,
-            Verdict.ALREADY_REVOKED,
-            id="revoked just beyond the skew before our first delete is already revoked",
-        ),
-        pytest.param(
-            {"status": "revoked", "revoked_at": "2026-04-01T11:59:58Z"},
-            DELETE_AT,
-            Verdict.REVOKED_BY_US,
-            id="revoked exactly at first delete minus skew is revoked by us",
-        ),
-        pytest.param(
-            {"status": "revoked", "revoked_at": "2026-04-01T12:00:01Z"},
-            DELETE_AT,
-            Verdict.REVOKED_BY_US,
-            id="revoked after our first delete is revoked by us",
-        ),
-        pytest.param(
-            {"status": "revoked", "revoked_at": None},
-            DELETE_AT,
-            Verdict.REVOKED_BY_US,
-            id="revoked without revoked_at after our delete is revoked by us",
-        ),
-        pytest.param(
-            {"status": "revoked", "revoked_at": "2026-04-01T12:00:01Z"},
-            None,
-            Verdict.ALREADY_REVOKED,
-            id="revoked before we ever sent a delete is already revoked",
-        ),
-        pytest.param(
-            {**HELD_BY_ADA, "status": "claimed"},
-            None,
-            Verdict.PROCEED,
-            id="a claimed seat held by the named person proceeds",
-        ),
-        pytest.param(
-            {**HELD_BY_ADA, "status": "pending", "email": "ADA@example.com"},
-            DELETE_AT,
-            Verdict.PROCEED,
-            id="a pending seat held by the named person proceeds",
-        ),
-        pytest.param(
-            {"status": "claimed", "member": member()},
-            None,
-            Verdict.PROCEED,
-            id="a seat showing the person only through member proceeds",
-        ),
-        pytest.param(
-            {**HELD_BY_ADA, "email": "bob@example.com", "member_id": OTHER_ID},
-            DELETE_AT,
-            Verdict.MISMATCH,
-            id="a seat reassigned to someone else is a mismatch",
-        ),
-        pytest.param(
-            {"status": "claimed"},
-            None,
-            Verdict.MISMATCH,
-            id="a seat showing nobody is a mismatch for a named person",
-        ),
+        ([ADA, BOB], Occupant(email="ada@acme.test"), IdentityContext(), Verdict.PROCEED,
+         SEAT_A),
+        ([ADA, BOB], Occupant(customer_id=BILLING), IdentityContext(), Verdict.REVIEW, None),
+        ([BOB], Occupant(email="ada@acme.test"), IdentityContext(), Verdict.NO_ACTIVE_SEAT,
+         None),
+        ([ADA, member_model(SEAT_B, member_id=BOB_MEMBER)], Occupant(email="ada@acme.test"),
+         IdentityContext(), Verdict.REVIEW, None),
+        ([legacy(before_march=True), legacy(SEAT_B, "bob@acme.test", BOB_CUSTOMER,
+                                            BOB_MEMBER, before_march=True)],
+         Occupant(email="ada@acme.test"), KNOWN_BILLING, Verdict.PROCEED, SEAT_A),
+        ([revoked(), BOB], Occupant(email="ada@acme.test"), IdentityContext(),
+         Verdict.NO_ACTIVE_SEAT, None),
     ],
+    ids=["one match", "billing customer alone", "none held", "two seats match",
+         "legacy by customer_email", "revoked seats do not count"],
 )
-def test_judge_seat(
-    fields: dict[str, Any] | None, first_delete_at: datetime | None, verdict: Verdict
-) -> None:
-    the_seat = seat(**fields) if fields is not None else None
-    got, why = judge_seat(the_seat, ADA, first_delete_at=first_delete_at, skew=SKEW)
-    assert got is verdict
-    assert why
-
-
-def test_judge_seat_mismatch_reason_names_the_differing_fields() -> None:
-    the_seat = seat(**{**HELD_BY_ADA, "email": "bob@example.com", "member_id": OTHER_ID})
-    verdict, why = judge_seat(the_seat, ADA, first_delete_at=None, skew=SKEW)
-    assert verdict is Verdict.MISMATCH
-    assert "email" in why
-    assert "member_id" in why
-
-
-def make_list() -> list[CustomerSeat]:
-    return [
-        seat(id=SEAT_ID, status="revoked", revoked_at="2026-03-01T00:00:00Z", member=member()),
-        seat(id=OTHER_SEAT_ID, status="claimed", email="bob@example.com", member_id=OTHER_ID),
-        seat(
-            id="5a1e0a4c-0000-4000-8000-000000000003",
-            status="pending",
-            email="ada@example.com",
-            member_id=MEMBER_ID,
-        ),
-    ]
+def test_locate(seats: list[CustomerSeat], wanted: Occupant, context: IdentityContext,
+                verdict: Verdict, seat_id: str | None) -> None:
+    decision = locate(seats, wanted, context)
+    assert decision.verdict is verdict
+    if seat_id is not None:
+        assert decision.seat is not None and decision.seat.id == seat_id
+    if verdict is Verdict.NO_ACTIVE_SEAT:
+        assert decision.verified is True
 
 
 @pytest.mark.parametrize(
-    ("seat_id", "expected"),
+    ("seats", "seat_id", "wanted", "first_delete_at", "verdict", "target", "verified"),
     [
-        pytest.param(SEAT_ID, SEAT_ID, id="finds a revoked seat by id"),
-        pytest.param(OTHER_SEAT_ID, OTHER_SEAT_ID, id="finds an active seat by id"),
-        pytest.param(OTHER_ID, None, id="an unknown id finds nothing"),
+        pytest.param([ADA, BOB], SEAT_A, Occupant(email="ada@acme.test"), None,
+                     Verdict.PROCEED, SEAT_A, True, id="held by the person: delete"),
+        pytest.param([member_model(email="carol@acme.test", member_id=BOB_MEMBER), BOB],
+                     SEAT_A, Occupant(email="ada@acme.test"), None,
+                     Verdict.MISMATCH, SEAT_A, True,
+                     id="reassigned, person holds nothing there: mismatch, verified"),
+        pytest.param([member_model(email="carol@acme.test", member_id=BOB_MEMBER),
+                      member_model(SEAT_C)],
+                     SEAT_A, Occupant(email="ada@acme.test"), None,
+                     Verdict.PROCEED, SEAT_C, True,
+                     id="stale seat id, person holds another seat: that one"),
+        pytest.param([ADA], SEAT_A, Occupant(customer_id=BILLING), None,
+                     Verdict.REVIEW, SEAT_A, None, id="billing customer alone: review"),
+        pytest.param([ADA], SEAT_A, Occupant(email="ada@acme.test", member_id=BOB_MEMBER),
+                     None, Verdict.REVIEW, SEAT_A, None, id="contradictory fields"),
+        pytest.param([ADA, member_model(SEAT_B, member_id=BOB_MEMBER)], SEAT_A,
+                     Occupant(email="ada@acme.test"), None, Verdict.REVIEW, SEAT_A, None,
+                     id="the person holds two seats"),
+        pytest.param([revoked(revoked_at="2026-04-01T12:00:01Z")], SEAT_A,
+                     Occupant(email="ada@acme.test"), DELETE_AT, Verdict.REVOKED_BY_US,
+                     SEAT_A, True, id="revoked by our earlier DELETE"),
+        pytest.param([revoked(), member_model(SEAT_B)], SEAT_A,
+                     Occupant(email="ada@acme.test"), None, Verdict.PROCEED, SEAT_B, True,
+                     id="already revoked but the person holds another seat"),
+        pytest.param([revoked()], SEAT_A, Occupant(email="ada@acme.test"), None,
+                     Verdict.ALREADY_REVOKED, SEAT_A, True, id="already revoked"),
+        pytest.param([BOB], SEAT_A, Occupant(email="ada@acme.test"), None,
+                     Verdict.NOT_FOUND, None, None, id="seat not in the subscription"),
+        pytest.param([ADA], SEAT_A, Occupant(), None, Verdict.PROCEED, SEAT_A, None,
+                     id="seat id only: delete, nobody to verify"),
     ],
 )
-def test_find_seat(seat_id: str, expected: str | None) -> None:
-    found = find_seat(make_list(), seat_id)
-    assert (found.id if found else None) == expected
+def test_decide(seats: list[CustomerSeat], seat_id: str, wanted: Occupant,
+                first_delete_at: datetime | None, verdict: Verdict, target: str | None,
+                verified: bool | None) -> None:
+    decision = decide(seats, seat_id, wanted, IdentityContext(),
+                      first_delete_at=first_delete_at, skew=NO_SKEW)
+    assert decision.verdict is verdict, decision.why
+    assert (decision.seat.id if decision.seat else None) == target
+    assert decision.verified is verified
 
 
-def test_find_seat_in_an_empty_list_finds_nothing() -> None:
-    assert find_seat([], SEAT_ID) is None
+def test_decide_seat_id_only_reassigned_after_ours_is_a_mismatch() -> None:
+    decision = decide([ADA], SEAT_A, Occupant(), IdentityContext(), first_delete_at=None,
+                      skew=NO_SKEW, reassigned_after_ours=True)
+    assert decision.verdict is Verdict.MISMATCH
+
+
+def test_review_reasons_tell_the_operator_what_to_check() -> None:
+    billing = decide([ADA], SEAT_A, Occupant(customer_id=BILLING), IdentityContext(),
+                     first_delete_at=None, skew=NO_SKEW)
+    assert "billing customer" in billing.why and "identifies nobody" in billing.why
+    conflict = decide([ADA], SEAT_A, Occupant(email="ada@acme.test", member_id=BOB_MEMBER),
+                      IdentityContext(), first_delete_at=None, skew=NO_SKEW)
+    assert "email match" in conflict.why and "member_id differ" in conflict.why
 
 
 @pytest.mark.parametrize(
-    ("wanted", "expected"),
+    ("revoked_at", "first_delete_at", "skew", "expected"),
     [
-        pytest.param(
-            Occupant(email="ada@example.com"),
-            "5a1e0a4c-0000-4000-8000-000000000003",
-            id="skips the revoked seat that once showed the person and finds the active one",
-        ),
-        pytest.param(
-            Occupant(email="BOB@example.com"),
-            OTHER_SEAT_ID,
-            id="finds the active seat by email case-insensitively",
-        ),
-        pytest.param(
-            Occupant(external_id="emp-42"),
-            None,
-            id="an external id shown only on a revoked seat finds nothing",
-        ),
-        pytest.param(
-            Occupant(email="carol@example.com"),
-            None,
-            id="a person holding no seat finds nothing",
-        ),
+        ("2026-04-01T12:00:01Z", DELETE_AT, NO_SKEW, True),
+        ("2026-04-01T11:59:59Z", DELETE_AT, NO_SKEW, False),
+        ("2026-04-01T11:59:59Z", DELETE_AT, timedelta(seconds=2), True),
+        ("2026-04-01T12:00:01Z", None, NO_SKEW, False),
     ],
 )
-def test_find_seat_of(wanted: Occupant, expected: str | None) -> None:
-    found = find_seat_of(make_list(), wanted)
-    assert (found.id if found else None) == expected
+def test_revoked_by_this_job(revoked_at: str, first_delete_at: datetime | None,
+                             skew: timedelta, expected: bool) -> None:
+    assert revoked_by_this_job(revoked(revoked_at=revoked_at), first_delete_at, skew) is expected
 
 
-def test_find_seat_of_ignores_revoked_seats_even_when_they_match() -> None:
-    only_revoked = [seat(status="revoked", email="ada@example.com", member_id=MEMBER_ID)]
-    assert find_seat_of(only_revoked, ADA) is None
+def test_occupant_of_never_reports_the_billing_customer() -> None:
+    assert occupant_of(ADA).customer_id is None
+    assert occupant_of(legacy()).customer_id == ADA_CUSTOMER
+    assert occupant_of(legacy(before_march=True)).email == "ada@acme.test"
