@@ -12,7 +12,7 @@ from enum import StrEnum
 
 
 class State(StrEnum):
-    """Where a revocation request stands. The last five are terminal outcomes."""
+    """Where a revocation request stands. The last seven are terminal outcomes."""
 
     SCHEDULED = "scheduled"  # waits for its effective_at
     QUEUED = "queued"  # recorded and sent to the broker
@@ -23,6 +23,9 @@ class State(StrEnum):
     OCCUPANT_MISMATCH = "occupant_mismatch"  # the seat belongs to someone else now: no DELETE
     NO_ACTIVE_SEAT = "no_active_seat"  # the person holds no seat in that subscription/order
     FAILED = "failed"  # permanent error or retry budget spent
+    # Who holds the seat cannot be decided (ambiguous match, contradictory fields, identity
+    # not resolvable): nothing was deleted; an operator checks the input and retries.
+    NEEDS_REVIEW = "needs_review"
     CANCELLED = "cancelled"  # cancelled by an operator before it ran
 
     @property
@@ -42,10 +45,13 @@ TERMINAL_STATES = frozenset(
         State.OCCUPANT_MISMATCH,
         State.NO_ACTIVE_SEAT,
         State.FAILED,
+        State.NEEDS_REVIEW,
         State.CANCELLED,
     }
 )
 IN_FLIGHT_STATES = frozenset({State.QUEUED, State.RUNNING, State.RETRYING})
+# Outcomes an operator must act on: listed by `failed`, retryable with `retry`.
+ATTENTION_STATES = frozenset({State.FAILED, State.NEEDS_REVIEW})
 # Outcomes the CLI treats as a job done (exit status 0).
 SUCCESS_STATES = frozenset(
     {State.REVOKED, State.ALREADY_REVOKED, State.OCCUPANT_MISMATCH, State.NO_ACTIVE_SEAT}
@@ -132,3 +138,51 @@ def plan_retry(
     if task_attempt >= policy.max_attempts:
         return RetryPlan(Action.GIVE_UP, reason="retry attempts exhausted")
     return RetryPlan(Action.RETRY_LATER, delay)
+
+
+# -- faults that hit every request of a token alike ------------------------------------------
+
+
+class FleetFault(StrEnum):
+    """A Polar answer that every request sent with the same token and settings would get.
+
+    Failing each request on its own would mark a whole backlog ``failed`` over one bad
+    setting; instead the queue pauses until an operator fixes it (``worker.fleetpause``).
+    """
+
+    TOKEN_INVALID = "token_invalid"  # 401: token revoked, expired or mistyped
+    FORBIDDEN = "forbidden"  # 403 missing scope / seat-based pricing off for the org
+    API_VERSION = "api_version"  # 404 on every call: POLAR_API_VERSION not served
+
+
+FLEET_FAULT_HINTS = {
+    FleetFault.TOKEN_INVALID: "Polar rejected the access token (401); set a valid "
+    "POLAR_ACCESS_TOKEN and restart the workers",
+    FleetFault.FORBIDDEN: "Polar refused the token (403): it needs the customer_seats:read "
+    "and customer_seats:write scopes, and the organization needs seat-based pricing",
+    FleetFault.API_VERSION: "Polar does not serve POLAR_API_VERSION (404 on every call); "
+    "unset it or use a served version",
+}
+
+
+def classify_fleet_fault(
+    status: int | None, error: str | None, detail: object, *, portal: bool
+) -> FleetFault | None:
+    """Whether an error answer means "every request will fail like this".
+
+    Polar's bodies (``server/polar/exception_handlers.py``, ``server/polar/auth/``):
+    an unknown ``Polar-Version`` is 404 ``{"detail": "Not Found"}`` with no ``error`` name,
+    unlike a missing seat (``ResourceNotFound``); 401 is ``Unauthorized`` or OAuth2
+    ``invalid_token``; 403 ``insufficient_scope`` or ``FeatureNotEnabled`` concern the whole
+    token or organization, while ``NotPermitted`` concerns one resource. A portal session
+    is one customer's, never the fleet's: its 401/403 stay per request.
+    """
+    if status == 404 and error is None and detail == "Not Found":
+        return FleetFault.API_VERSION
+    if portal:
+        return None
+    if status == 401:
+        return FleetFault.TOKEN_INVALID
+    if status == 403 and error in ("insufficient_scope", "FeatureNotEnabled"):
+        return FleetFault.FORBIDDEN
+    return None
