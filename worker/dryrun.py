@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 
 from redis import Redis
@@ -16,7 +16,14 @@ from rich.table import Table
 
 from config.settings import Settings
 from worker.batchfile import ParsedBatch
-from worker.occupant import Verdict, find_seat, find_seat_of, judge_seat
+from worker.occupant import (
+    IdentityContext,
+    Verdict,
+    billing_customer_of,
+    decide,
+    needs_billing_lookup,
+    needs_external_lookup,
+)
 from worker.polar import CustomerSeat, PolarClient, PolarError, build_http_client
 from worker.ratelimit import SharedRateLimiter
 from worker.requests import RevocationInput
@@ -26,25 +33,52 @@ from worker.requests import RevocationInput
 class Forecast:
     line: int
     seat_id: str | None
-    verdict: str  # would_revoke | already_revoked | occupant_mismatch | no_active_seat | invalid
+    # would_revoke | already_revoked | occupant_mismatch | no_active_seat | needs_review |
+    # invalid
+    verdict: str
     note: str
 
 
-def forecast(request: RevocationInput, seats: list[CustomerSeat] | None, line: int) -> Forecast:
+_FORECAST = {
+    Verdict.PROCEED: "would_revoke",
+    Verdict.REVOKED_BY_US: "already_revoked",
+    Verdict.ALREADY_REVOKED: "already_revoked",
+    Verdict.MISMATCH: "occupant_mismatch",
+    Verdict.NO_ACTIVE_SEAT: "no_active_seat",
+    Verdict.REVIEW: "needs_review",
+    Verdict.NOT_FOUND: "needs_review",
+}
+
+
+def forecast(
+    request: RevocationInput,
+    seats: list[CustomerSeat] | None,
+    line: int,
+    context: IdentityContext | None = None,
+) -> Forecast:
     """The outcome a row would have, given its container's seat list (pure)."""
     if seats is None:
         return Forecast(line, request.seat_id, "would_revoke",
                         "seat id only: not checked (no subscription/order to read)")
-    if request.seat_id is None:
-        seat = find_seat_of(seats, request.occupant)
-        if seat is None:
-            return Forecast(line, None, "no_active_seat", "the person holds no active seat")
-        return Forecast(line, seat.id, "would_revoke", "seat found by occupant")
-    verdict, why = judge_seat(find_seat(seats, request.seat_id), request.occupant,
-                              first_delete_at=None, skew=timedelta(0))
-    names = {Verdict.PROCEED: "would_revoke", Verdict.ALREADY_REVOKED: "already_revoked",
-             Verdict.MISMATCH: "occupant_mismatch", Verdict.NOT_FOUND: "invalid"}
-    return Forecast(line, request.seat_id, names.get(verdict, "invalid"), why)
+    decision = decide(seats, request.seat_id, request.occupant, context or IdentityContext(),
+                      first_delete_at=None, skew=timedelta(0))
+    seat_id = decision.seat.id if decision.seat is not None else request.seat_id
+    return Forecast(line, seat_id, _FORECAST[decision.verdict], decision.why)
+
+
+def _context(
+    polar: PolarClient, request: RevocationInput, kind: str, container: str,
+    seats: list[CustomerSeat],
+) -> IdentityContext:
+    """What the seat bodies cannot show, read as the worker would."""
+    context = IdentityContext(billing_customer_id=billing_customer_of(seats))
+    if needs_billing_lookup(seats, request.occupant):
+        context = replace(context, billing_customer_id=polar.billing_customer(
+            **{kind: container}))
+    if request.external_id and needs_external_lookup(seats, request.occupant, context):
+        context = replace(context, external_customer=polar.customer_by_external_id(
+            request.external_id))
+    return context
 
 
 def dry_run(settings: Settings, parsed: ParsedBatch, *, as_json: bool) -> int:
@@ -79,7 +113,12 @@ def dry_run(settings: Settings, parsed: ParsedBatch, *, as_json: bool) -> int:
             if isinstance(seats, str):
                 forecasts.append(Forecast(row.line, request.seat_id, "invalid", seats))
             else:
-                forecasts.append(forecast(request, seats, row.line))
+                try:
+                    context = _context(polar, request, kind, container, seats)
+                except PolarError as error:
+                    forecasts.append(Forecast(row.line, request.seat_id, "invalid", str(error)))
+                    continue
+                forecasts.append(forecast(request, seats, row.line, context))
     finally:
         polar.close()
         redis.close()

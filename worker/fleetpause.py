@@ -103,6 +103,14 @@ class FleetPause:
         wait = max(int(ttl_ms), 0) / 1000 if isinstance(ttl_ms, int) else self.probe_seconds
         return Admission(wait=max(wait, 0.5))
 
+    def forget_others(self, scope: str) -> list[str]:
+        """Clear pauses of every scope but ``scope``: a worker started with another token
+        or API version means the operator replaced the setting that was refused."""
+        stale = [info.scope for info in self.all() if info.scope != scope]
+        for other in stale:
+            self.resume(other)
+        return stale
+
     def resume(self, scope: str) -> bool:
         """A call with the paused token succeeded, or an operator cleared it."""
         return bool(self._redis.delete(self._key(scope), f"{self._key(scope)}:probe"))

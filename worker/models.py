@@ -6,7 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    true,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -81,6 +92,19 @@ class RevocationRequest(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # False only when the producer opted out of the occupant guard (a bare seat id whose
+    # subscription/order is unknown): shown wherever the request is.
+    guarded: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # The seat id the producer named, when it was stale and the worker revoked the seat the
+    # same person holds in the same subscription/order instead (``seat_id``).
+    requested_seat_id: Mapped[str | None] = mapped_column(String(36))
+    # Why the request ended as it did, in words for the operator (``needs_review``: what
+    # to check); Polar's own error stays in ``last_error``.
+    outcome_detail: Mapped[str | None] = mapped_column(Text)
+    # Whether the seat list showed the person holding no active seat in the
+    # subscription/order at the end, and when (None: not checked, e.g. an unguarded DELETE).
+    end_state_verified: Mapped[bool | None] = mapped_column(Boolean)
+    verified_at: Mapped[datetime | None]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

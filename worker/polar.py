@@ -17,6 +17,7 @@ import math
 import time
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
@@ -71,6 +72,16 @@ class SeatsList(BaseModel):
     seats: list[CustomerSeat]
     available_seats: int | None = None
     total_seats: int | None = None
+
+
+class CustomerRef(BaseModel):
+    """The part of a customer, subscription or order body the identity rules need."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    customer_id: str | None = None
+    external_id: str | None = None
 
 
 class PolarError(Exception):
@@ -218,6 +229,34 @@ class PolarClient:
         path = "/v1/customer-portal/seats" if mode == "customer_portal" else "/v1/customer-seats"
         body = self._send("GET", path, params, self._credential(mode, portal_token))
         return _parse(SeatsList, body)
+
+    def billing_customer(self, *, subscription_id: str | None = None,
+                         order_id: str | None = None) -> str | None:
+        """The customer a subscription or order belongs to (the purchaser).
+
+        ``GET /v1/subscriptions/{id}`` / ``GET /v1/orders/{id}`` (polarsource/polar
+        ``server/polar/subscription/endpoints.py``, ``order/endpoints.py``).
+        """
+        path = (f"/v1/subscriptions/{subscription_id}" if subscription_id
+                else f"/v1/orders/{order_id}")
+        body = self._send("GET", path, None, self._token)
+        return _parse(CustomerRef, body).customer_id
+
+    def customer_by_external_id(self, external_id: str) -> str | None:
+        """The id of the customer with this external id, ``None`` when Polar has none.
+
+        ``GET /v1/customers/external/{external_id}`` (``server/polar/customer/endpoints.py``).
+        """
+        try:
+            body = self._send(
+                "GET", f"/v1/customers/external/{quote(external_id, safe='')}", None,
+                self._token,
+            )
+        except PolarHTTPError as error:
+            if error.status == 404 and error.error == "ResourceNotFound":
+                return None
+            raise
+        return _parse(CustomerRef, body).id
 
     def close(self) -> None:
         self._http.close()

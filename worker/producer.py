@@ -27,14 +27,34 @@ from config.celery import REVOKE_TASK, celery_config
 from config.settings import Settings
 from worker.logs import get_logger
 from worker.models import RevocationRequest, utcnow
-from worker.outcomes import State
+from worker.outcomes import ATTENTION_STATES, State
 from worker.portal_tokens import stash_portal_token
 from worker.requests import RevocationInput
+from worker.seatlists import container_of_snapshot
 from worker.store import Store
 
 log = get_logger("seat_revoker.producer")
 
-__all__ = ["BatchResult", "EnqueueResult", "Producer", "RevocationInput", "enqueue_revocation"]
+__all__ = [
+    "BatchResult",
+    "EnqueueResult",
+    "Producer",
+    "RevocationInput",
+    "UnguardedRequest",
+    "enqueue_revocation",
+]
+
+
+class UnguardedRequest(ValueError):
+    """A bare seat id whose subscription/order is unknown: nothing can tell who holds it."""
+
+    def __init__(self, seat_id: str) -> None:
+        super().__init__(
+            f"seat {seat_id}: add subscription_id or order_id (Polar shows who holds a seat "
+            "only in its subscription's or order's seat list), or opt out of the occupant "
+            "guard with guard=false / --unguarded"
+        )
+        self.seat_id = seat_id
 
 
 @dataclass(frozen=True)
@@ -138,7 +158,8 @@ class Producer:
             else None
         )
         lease = timedelta(seconds=self.settings.queued_lease_seconds)
-        rows = [_row(request, token_ref, batch, lease) for request in requests]
+        rows = [self._guarded(_row(request, token_ref, batch, lease), request)
+                for request in requests]
         results = [
             EnqueueResult(record, created)
             for record, created in self.store.add_requests(rows, batch=batch, lines=lines)
@@ -157,6 +178,20 @@ class Producer:
                 state=result.record.state,
             )
         return results
+
+    def _guarded(self, row: dict[str, Any], request: RevocationInput) -> dict[str, Any]:
+        """Give a bare seat id the subscription/order this system saw it in, so the worker
+        can read who holds it; refuse it when there is none, unless the producer opted out
+        of the guard (``guard=False`` or ``ALLOW_UNGUARDED``)."""
+        if request.subscription_id or request.order_id:
+            return row
+        assert request.seat_id is not None, "validated: no container means a seat id"
+        container = container_of_snapshot(self.store, request.seat_id)
+        if container is not None:
+            return {**row, **container}
+        if not request.guard or self.settings.allow_unguarded:
+            return {**row, "guarded": False}
+        raise UnguardedRequest(request.seat_id)
 
     def send(self, request_ids: Sequence[str]) -> None:
         """Publish one task per request id (the id doubles as the Celery task id).
@@ -182,22 +217,32 @@ class Producer:
                 )
                 self._declared = True
 
-    def retry(self, request_id: str) -> RevocationRequest:
-        """Send a failed request again: same idempotency key, a new attempt, a fresh retry
-        budget; its history is kept. Raises ``ValueError`` unless it is ``failed``."""
+    def retry(
+        self, request_id: str, *, portal_token: SecretStr | None = None
+    ) -> RevocationRequest:
+        """Send a failed or needs-review request again: same idempotency key, a new attempt,
+        a fresh retry budget; its history is kept. ``portal_token`` replaces an expired
+        customer/member session. Raises ``ValueError`` unless the request is ``failed`` or
+        ``needs_review``."""
         now = utcnow()
+        fresh_token: dict[str, Any] = {}
+        if portal_token is not None:
+            fresh_token["portal_token_ref"] = stash_portal_token(
+                self.redis, self.settings.redis_key("portal-token"), portal_token
+            )
         moved = self.store.transition(
-            [request_id], from_states=[State.FAILED], to_state=State.QUEUED,
+            [request_id], from_states=ATTENTION_STATES, to_state=State.QUEUED,
             detail={"retry": "manual"}, window_started_at=now,
             attempts_before_window=RevocationRequest.attempts,
             lease_expires_at=now + timedelta(seconds=self.settings.queued_lease_seconds),
-            finished_at=None,
+            finished_at=None, **fresh_token,
         )
         if not moved:
             record = self.store.get(request_id)
             if record is None:
                 raise ValueError(f"no request {request_id!r}")
-            raise ValueError(f"request {request_id} is {record.state}, only failed ones retry")
+            raise ValueError(f"request {request_id} is {record.state}; only failed or "
+                             "needs_review requests retry")
         self.send(moved)
         log.info("request.retried", request_id=request_id)
         record = self.store.get(request_id)

@@ -22,7 +22,10 @@ class RevocationInput(BaseModel):
 
     Either a ``seat_id`` or a subscription/order plus the person whose seat it is. Naming
     the person (email, member id, customer id or external id) needs the subscription or
-    order too: the seat list is the only place where Polar shows who holds a seat.
+    order to find the seat: the seat list is the only place where Polar shows who holds
+    one. A seat id without a subscription/order is guarded through the one this system
+    saw it in (the producer fills it in, or refuses the request); ``guard=False`` opts out
+    where none is known.
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -40,6 +43,9 @@ class RevocationInput(BaseModel):
     requested_by: str | None = Field(None, max_length=200)
     # Revoke on the person's last day: stored as scheduled, enqueued when due.
     effective_at: datetime | None = None
+    # False: a bare seat id may be revoked even when its subscription/order (the only place
+    # Polar shows who holds it) is unknown. Off by default; the record then says so.
+    guard: bool = True
 
     @field_validator(*UUID_FIELDS)
     @classmethod
@@ -47,9 +53,13 @@ class RevocationInput(BaseModel):
         if value in (None, ""):
             return None
         try:
-            return str(uuid.UUID(value))
+            parsed = uuid.UUID(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a UUID") from None
+        if parsed.version != 4:
+            # Polar types every id as UUID4 and answers 422 to any other version.
+            raise ValueError(f"{value!r} is not a UUID version 4, as Polar's ids are")
+        return str(parsed)
 
     @field_validator("email")
     @classmethod
@@ -82,11 +92,6 @@ class RevocationInput(BaseModel):
         if self.subscription_id and self.order_id:
             raise ValueError("give subscription_id or order_id, not both")
         container = self.subscription_id or self.order_id
-        if self.occupant.is_named and not container:
-            raise ValueError(
-                "naming the person needs subscription_id or order_id: the seat list is "
-                "the only place Polar shows who holds a seat"
-            )
         if not self.seat_id and not (container and self.occupant.is_named):
             raise ValueError(
                 "give seat_id, or subscription_id/order_id plus the person "

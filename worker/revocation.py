@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -25,20 +25,31 @@ from tenacity import RetryCallState, Retrying, stop_after_delay
 from worker.logs import bind_task_context, get_logger
 from worker.models import RevocationRequest, utcnow
 from worker.occupant import (
+    Decision,
+    IdentityContext,
     Occupant,
     Verdict,
-    find_seat,
-    find_seat_of,
-    judge_seat,
+    billing_customer_of,
+    decide,
+    locate,
+    needs_billing_lookup,
+    needs_external_lookup,
     occupant_dict,
     revoked_by_this_job,
 )
-from worker.outcomes import Action, Fault, RetryPlan, State, plan_retry
-from worker.polar import CustomerSeat, Mode, PolarError, PolarHTTPError, detail_text
+from worker.outcomes import Action, Fault, RetryPlan, State, classify_fleet_fault, plan_retry
+from worker.polar import (
+    CustomerSeat,
+    Mode,
+    PolarError,
+    PolarHTTPError,
+    ResponseFormatError,
+    detail_text,
+)
 from worker.portal_tokens import load_portal_token
 from worker.ratelimit import ThrottleWait
 from worker.runtime import Runtime
-from worker.seatlists import container_of
+from worker.seatlists import container_of, container_of_snapshot
 from worker.seatlock import SeatBusy, seat_lock
 
 log = get_logger("seat_revoker.revocation")
@@ -54,12 +65,18 @@ class Deferred(Exception):
         self.reason = reason
 
 
+class Paused(Deferred):
+    """Polar answered with a fault every request of this token would get: the queue is
+    paused (``worker.fleetpause``) and this request waits for the next probe."""
+
+
 @dataclass(frozen=True)
 class Finished:
     state: State
     reason: str
     seat: CustomerSeat | None = None
     occupant_seen: dict[str, Any] | None = None
+    verified: bool | None = None  # the person verifiably holds no active seat there
 
 
 def task_result(record: RevocationRequest) -> dict[str, Any]:
@@ -80,6 +97,23 @@ def run_revocation(
     if State(record.state).is_terminal:
         log.info("request.skipped_terminal", state=record.state)
         return task_result(record)
+    admission = rt.pause.admit(rt.pause_scope)
+    if admission.wait:
+        raise Deferred(admission.wait + random.random(), "queue paused")
+    if admission.probe:
+        log.info("pause.probe")
+    result = _run(rt, record, sleep)
+    if admission.probe:
+        # Polar answered this request without a fleet-wide fault (that raises ``Paused``).
+        info = rt.pause.get(rt.pause_scope)
+        if info is not None and rt.pause.resume(rt.pause_scope):
+            log.warning("pause.resumed", fault=info.fault, since=info.since)
+    return result
+
+
+def _run(
+    rt: Runtime, record: RevocationRequest, sleep: Callable[[float], None]
+) -> dict[str, Any]:
     if record.seat_id is None:
         resolved = _resolve_seat(rt, record)
         if resolved is None:
@@ -88,9 +122,8 @@ def run_revocation(
 
     seat_id = record.seat_id
     assert seat_id is not None
-    lock_key = rt.settings.redis_key("lock", "seat", seat_id)
     try:
-        with seat_lock(rt.redis, lock_key, ttl=rt.settings.seat_lock_seconds):
+        with seat_lock(rt.redis, _lock_key(rt, seat_id), ttl=rt.settings.seat_lock_seconds):
             lease = utcnow() + timedelta(seconds=rt.settings.running_lease_seconds)
             claimed = rt.store.claim(record.id, lease_until=lease)
             if claimed is None:
@@ -99,7 +132,7 @@ def run_revocation(
                 assert final is not None
                 return task_result(final)
             bind_task_context(attempt=claimed.attempts)
-            log.info("seat.revoke.started", mode=claimed.mode)
+            log.info("seat.revoke.started", mode=claimed.mode, guarded=claimed.guarded)
             return task_result(_attempt(rt, claimed, sleep))
     except SeatBusy:
         log.info("seat.lock.busy")
@@ -117,6 +150,7 @@ def _attempt(
         log.info("ratelimit.deferred", wait_s=round(wait.seconds, 3))
         raise Deferred(wait.seconds, "waiting for rate-limit budget") from None
     except PolarError as error:
+        _pause_if_fleet_fault(rt, record, error)
         plan = _plan(rt, record, error, inline_attempt=rt.policy.inline_attempts)
         return _record_failure(rt, record, error, plan)
     return _record_finish(rt, record, finished)
@@ -125,74 +159,114 @@ def _attempt(
 def _revoke(
     rt: Runtime, record: RevocationRequest, sleep: Callable[[float], None]
 ) -> Finished:
-    mode: Mode = "customer_portal" if record.mode == "customer_portal" else "organization"
+    mode = _mode(record)
     portal_token = _portal_token(rt, record) if mode == "customer_portal" else None
     wanted = Occupant.named_by(record)
     container = _guard_container(rt, record, wanted)
-    seat_id = record.seat_id
-    assert seat_id is not None
+    assert record.seat_id is not None
+    seat_id: str = record.seat_id
     first_delete_at = record.first_delete_at
     # The batch's shared seat list may serve as the guard on the first try only; any retry
     # (this request's state may have changed) reads afresh.
     share_in = record.batch_id if record.attempts == 1 else None
 
     def once() -> Finished:
-        nonlocal first_delete_at, share_in
+        nonlocal first_delete_at, share_in, seat_id
+        verified: bool | None = None
         seen: dict[str, Any] | None = None
         if container is not None:
             seats = rt.seat_lists.read(
                 container, mode=mode, portal_token=portal_token, share_in=share_in
             )
             share_in = None
-            seat = find_seat(seats, seat_id)
-            verdict, why = judge_seat(
-                seat, wanted, first_delete_at=first_delete_at, skew=_skew(rt)
+            decision = decide(
+                seats, seat_id, wanted, _identity_context(rt, record, container, seats, wanted),
+                first_delete_at=first_delete_at, skew=_skew(rt),
+                reassigned_after_ours=_revoked_here_before(rt, record, wanted),
             )
-            if verdict is not Verdict.PROCEED:
-                return _verdict_outcome(verdict, why, seat, reassigned=not wanted.is_named)
-            assert seat is not None
-            seen = occupant_dict(seat)
+            if decision.verdict is not Verdict.PROCEED:
+                return _finished(decision)
+            assert decision.seat is not None
+            if decision.seat.id != seat_id:
+                seat_id = _switch_seat(rt, record, seat_id, decision.seat.id)
+            seen = occupant_dict(decision.seat)
+            verified = decision.verified
         if first_delete_at is None:
             first_delete_at = utcnow()
             rt.store.update(record.id, first_delete_at=first_delete_at)
         revoked = rt.polar.revoke_seat(seat_id, mode=mode, portal_token=portal_token)
-        return _delete_outcome(revoked, first_delete_at, _skew(rt), seen)
+        return _delete_outcome(revoked, first_delete_at, _skew(rt), seen, verified)
 
     return _with_inline_retries(rt, record, once, sleep)
+
+
+def _switch_seat(rt: Runtime, record: RevocationRequest, stale: str, held: str) -> str:
+    """The seat id named is someone else's now, but the person holds ``held`` in the same
+    subscription/order: that is the seat to revoke. Both ids stay on the record."""
+    lock = rt.redis.lock(_lock_key(rt, held), timeout=rt.settings.seat_lock_seconds,
+                         blocking_timeout=0)
+    if not lock.acquire():
+        raise SeatBusy(held)
+    # Held until the lock expires: long enough for one DELETE, and a redelivery of the
+    # request after that re-reads the list before deleting anything.
+    rt.store.update(record.id, seat_id=held, requested_seat_id=record.requested_seat_id or stale,
+                    event_detail={"seat_switched": {"from": stale, "to": held}})
+    log.warning("seat.switched", requested_seat_id=stale, seat_id=held,
+                reason="the seat id named is held by someone else; the person holds this one")
+    bind_task_context(seat_id=held)
+    return held
 
 
 def _resolve_seat(rt: Runtime, record: RevocationRequest) -> RevocationRequest | None:
     """Find the seat of the named person in the subscription/order's (shared) seat list.
 
     Returns the request with its seat id set, or ``None`` once the request is finished
-    (``no_active_seat``, or ``failed`` when the list cannot be read).
+    (``no_active_seat``, ``needs_review``, or ``failed`` when the list cannot be read).
     """
     container = container_of(record)
     assert container is not None, "validated at enqueue: no seat id means a container"
-    mode: Mode = "customer_portal" if record.mode == "customer_portal" else "organization"
+    mode = _mode(record)
     wanted = Occupant.named_by(record)
-    try:
+
+    def locate_seat() -> Decision:
         portal_token = _portal_token(rt, record) if mode == "customer_portal" else None
-        seats = _with_inline_retries(
-            rt, record,
-            lambda: rt.seat_lists.read(container, mode=mode, portal_token=portal_token,
-                                       share_in=record.batch_id),
-            time.sleep,
-        )
+        seats = rt.seat_lists.read(container, mode=mode, portal_token=portal_token,
+                                   share_in=record.batch_id)
+        return locate(seats, wanted, _identity_context(rt, record, container, seats, wanted))
+
+    try:
+        decision = _with_inline_retries(rt, record, locate_seat, time.sleep)
     except ThrottleWait as wait:
         raise Deferred(wait.seconds, "waiting for rate-limit budget") from None
     except PolarError as error:
+        _pause_if_fleet_fault(rt, record, error)
         plan = _plan(rt, record, error, inline_attempt=rt.policy.inline_attempts)
         _record_failure(rt, record, error, plan)
         return None
-    seat = find_seat_of(seats, wanted)
-    if seat is None:
-        _record_finish(rt, record, Finished(State.NO_ACTIVE_SEAT,
-                                            "the person holds no active seat there"))
+    if decision.verdict is not Verdict.PROCEED:
+        _record_finish(rt, record, _finished(decision))
         return None
-    log.info("seat.resolved", resolved_seat_id=seat.id)
-    bind_task_context(seat_id=seat.id)
-    return rt.store.update(record.id, seat_id=seat.id, event_detail={"resolved": seat.id})
+    assert decision.seat is not None
+    log.info("seat.resolved", resolved_seat_id=decision.seat.id)
+    bind_task_context(seat_id=decision.seat.id)
+    return rt.store.update(record.id, seat_id=decision.seat.id,
+                           event_detail={"resolved": decision.seat.id})
+
+
+def _identity_context(
+    rt: Runtime, record: RevocationRequest, container: dict[str, str],
+    seats: list[CustomerSeat], wanted: Occupant,
+) -> IdentityContext:
+    """What the seat bodies cannot show, read from Polar only when the decision needs it
+    (cached per batch like the seat lists)."""
+    context = IdentityContext(billing_customer_id=billing_customer_of(seats))
+    if needs_billing_lookup(seats, wanted):
+        context = replace(context, billing_customer_id=rt.seat_lists.billing_customer(
+            container, share_in=record.batch_id))
+    if wanted.external_id and needs_external_lookup(seats, wanted, context):
+        context = replace(context, external_customer=rt.seat_lists.customer_by_external_id(
+            wanted.external_id, share_in=record.batch_id))
+    return context
 
 
 def _guard_container(
@@ -200,37 +274,36 @@ def _guard_container(
 ) -> dict[str, str] | None:
     """The subscription/order whose seat list tells who holds the seat, if it can be read.
 
-    When the job names nobody but this system revoked the seat before, the list of that
-    earlier revocation's subscription/order is read: a seat now held again was reassigned
-    and must not be revoked on a seat id alone.
+    A seat id alone is guarded through the subscription/order of an earlier snapshot of
+    that seat (the producer refuses one with none unless the request opts out of the
+    guard): a seat this system revoked before and that is held again was reassigned and
+    must not be revoked on a seat id alone.
     """
     container = container_of(record)
-    if container is not None:
+    if container is not None or record.seat_id is None:
         return container
+    return container_of_snapshot(rt.store, record.seat_id)
+
+
+def _revoked_here_before(rt: Runtime, record: RevocationRequest, wanted: Occupant) -> bool:
     if wanted.is_named or record.seat_id is None:
-        return None
-    prior = rt.store.last_revocation_of_seat(record.seat_id, excluding=record.id)
-    snapshot = (prior.seat_snapshot or {}) if prior else {}
-    if snapshot.get("subscription_id"):
-        return {"subscription_id": snapshot["subscription_id"]}
-    if snapshot.get("order_id"):
-        return {"order_id": snapshot["order_id"]}
-    return None
+        return False
+    return rt.store.last_revocation_of_seat(record.seat_id, excluding=record.id) is not None
 
 
-def _verdict_outcome(
-    verdict: Verdict, why: str, seat: CustomerSeat | None, *, reassigned: bool
-) -> Finished:
-    seen = occupant_dict(seat) if seat is not None else None
-    if verdict is Verdict.REVOKED_BY_US:
-        return Finished(State.REVOKED, why, seat, seen)
-    if verdict is Verdict.ALREADY_REVOKED:
-        return Finished(State.ALREADY_REVOKED, why, seat, seen)
-    if verdict is Verdict.MISMATCH:
-        if reassigned:
-            why = "seat was reassigned after this system revoked it; name the occupant to revoke"
-        return Finished(State.OCCUPANT_MISMATCH, why, seat, seen)
-    raise PolarHTTPError(404, "SeatNotInContainer", why)
+def _finished(decision: Decision) -> Finished:
+    """The terminal outcome of a decision that is not a DELETE."""
+    state = {
+        Verdict.REVOKED_BY_US: State.REVOKED,
+        Verdict.ALREADY_REVOKED: State.ALREADY_REVOKED,
+        Verdict.MISMATCH: State.OCCUPANT_MISMATCH,
+        Verdict.NO_ACTIVE_SEAT: State.NO_ACTIVE_SEAT,
+        Verdict.REVIEW: State.NEEDS_REVIEW,
+        Verdict.NOT_FOUND: State.NEEDS_REVIEW,
+    }[decision.verdict]
+    seat = decision.seat
+    seen = occupant_dict(seat) if seat is not None and seat.status != "revoked" else None
+    return Finished(state, decision.why, seat, seen, decision.verified)
 
 
 def _delete_outcome(
@@ -238,12 +311,13 @@ def _delete_outcome(
     first_delete_at: datetime,
     skew: timedelta,
     seen: dict[str, Any] | None,
+    verified: bool | None,
 ) -> Finished:
     if seat.status != "revoked":
-        raise PolarHTTPError(409, "NotRevoked", f"Polar answered 200 but status={seat.status}")
+        raise ResponseFormatError(f"Polar answered 200 to the DELETE but status={seat.status}")
     if revoked_by_this_job(seat, first_delete_at, skew):
-        return Finished(State.REVOKED, "revoked", seat, seen)
-    return Finished(State.ALREADY_REVOKED, "revoked_at predates this job", seat, seen)
+        return Finished(State.REVOKED, "revoked", seat, seen, verified)
+    return Finished(State.ALREADY_REVOKED, "revoked_at predates this job", seat, seen, verified)
 
 
 def _with_inline_retries(
@@ -307,17 +381,22 @@ def _plan(
 
 
 def _record_finish(rt: Runtime, record: RevocationRequest, done: Finished) -> RevocationRequest:
-    changes: dict[str, Any] = {"state": done.state, "last_error": None}
+    changes: dict[str, Any] = {
+        "state": done.state, "last_error": None, "outcome_detail": done.reason,
+        "end_state_verified": done.verified,
+        "verified_at": utcnow() if done.verified is not None else None,
+    }
     if done.seat is not None:
         changes["seat_snapshot"] = done.seat.snapshot()
     if done.occupant_seen is not None:
         changes["occupant_seen"] = done.occupant_seen
     updated = rt.store.update(record.id, event_detail={"reason": done.reason}, **changes)
     event = f"seat.revoke.{done.state}"
-    if done.state is State.OCCUPANT_MISMATCH:
-        log.warning(event, reason=done.reason, occupant_seen=done.occupant_seen)
+    if done.state in (State.OCCUPANT_MISMATCH, State.NEEDS_REVIEW):
+        log.warning(event, reason=done.reason, occupant_seen=done.occupant_seen,
+                    verified=done.verified)
     else:
-        log.info(event, reason=done.reason)
+        log.info(event, reason=done.reason, verified=done.verified)
     return updated
 
 
@@ -339,6 +418,8 @@ def _record_failure(
             record.id,
             state=State.FAILED,
             event_detail={"reason": plan.reason, "status": error.status},
+            outcome_detail=failure_hint(error, portal=record.mode == "customer_portal",
+                                        reason=plan.reason),
             **common,
         )
         log.error(
@@ -359,6 +440,46 @@ def _record_failure(
     rt.metrics.retry("rate_limited" if error.fault is Fault.RATE_LIMITED else "later")
     log.warning("seat.revoke.retrying", retry_in_s=round(plan.delay, 3), status=error.status)
     raise Deferred(plan.delay, str(error))
+
+
+def failure_hint(error: PolarError, *, portal: bool, reason: str) -> str:
+    """What an operator should do about a request that failed (pure)."""
+    if portal and error.status == 401:
+        return ("the customer/member session token was rejected: Polar's portal sessions "
+                "expire after one hour. Create a fresh session and run "
+                "`seat-revoker retry ID --portal-token-file FILE`")
+    if portal and error.status == 403:
+        return ("the portal session may not revoke seats: only the customer, or a member "
+                "with role owner or billing_manager, may (Polar answered 403)")
+    if error.status == 404:
+        return "Polar does not know this seat (404): check the seat id and the organization"
+    if error.status == 422:
+        return "Polar rejected an id (422): seat, subscription and order ids are UUID v4"
+    return f"{reason}: {error}"
+
+
+def _pause_if_fleet_fault(rt: Runtime, record: RevocationRequest, error: PolarError) -> None:
+    """Pause the queue instead of failing when every request would fail alike."""
+    if not isinstance(error, PolarHTTPError):
+        return
+    fault = classify_fleet_fault(error.status, error.error, error.detail,
+                                 portal=record.mode == "customer_portal")
+    if fault is None:
+        return
+    info = rt.pause.pause(rt.pause_scope, fault, error.status)
+    rt.store.update(record.id, state=State.RETRYING, event_detail={"paused": fault.value},
+                    last_http_status=error.status, last_error=str(error),
+                    lease_expires_at=_retry_lease(rt, rt.pause.probe_seconds))
+    log.error("pause.fleet", fault=fault.value, status=error.status, hint=info.hint)
+    raise Paused(rt.pause.probe_seconds + random.random(), info.hint)
+
+
+def _mode(record: RevocationRequest) -> Mode:
+    return "customer_portal" if record.mode == "customer_portal" else "organization"
+
+
+def _lock_key(rt: Runtime, seat_id: str) -> str:
+    return rt.settings.redis_key("lock", "seat", seat_id)
 
 
 def _portal_token(rt: Runtime, record: RevocationRequest) -> SecretStr:

@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from redis import Redis
 
 from config.settings import Settings
-from worker.logs import register_secret
+from worker.fleetpause import FleetPause
+from worker.logs import get_logger, register_secret
 from worker.metrics import MetricsRecorder
 from worker.outcomes import RetryPolicy
-from worker.polar import PolarClient, Throttle, build_http_client
+from worker.polar import PolarClient, Throttle, build_http_client, token_bucket
 from worker.ratelimit import SharedRateLimiter
 from worker.seatlists import SeatLists
 from worker.store import Store
+
+log = get_logger("seat_revoker.runtime")
 
 
 @dataclass
@@ -31,6 +34,10 @@ class Runtime:
     policy: RetryPolicy
     seat_lists: SeatLists
     metrics: MetricsRecorder
+    pause: FleetPause
+    # What a fleet-wide fault pauses: this token with this API version (a fixed setting is
+    # a new scope, so restarted workers resume at once).
+    pause_scope: str
 
     @classmethod
     def build(cls, settings: Settings, *, throttle: Throttle | None = None) -> Runtime:
@@ -50,6 +57,11 @@ class Runtime:
             api_version=settings.polar_api_version,
         )
         polar = PolarClient(http, token, throttle, observer=metrics)
+        pause = fleet_pause(settings, redis)
+        scope = pause_scope(settings)
+        for stale in pause.forget_others(scope):
+            log.warning("pause.cleared", scope=stale,
+                        reason="workers now run with another token or API version")
         return cls(
             settings=settings,
             # `seat-revoker worker` migrates once before forking; not again per process.
@@ -59,12 +71,24 @@ class Runtime:
             policy=policy_from(settings),
             seat_lists=SeatLists(redis, settings.redis_key("seatlist"), polar),
             metrics=metrics,
+            pause=pause,
+            pause_scope=scope,
         )
 
     def close(self) -> None:
         self.polar.close()
         self.store.engine.dispose()
         self.redis.close()
+
+
+def fleet_pause(settings: Settings, redis: Redis) -> FleetPause:
+    return FleetPause(redis, settings.redis_key("pause"),
+                      probe_seconds=settings.pause_probe_seconds)
+
+
+def pause_scope(settings: Settings) -> str:
+    """Token (hashed, never the token) and API version: what one fleet-wide fault stops."""
+    return f"{token_bucket(settings.access_token)}:{settings.polar_api_version or 'default'}"
 
 
 def policy_from(settings: Settings) -> RetryPolicy:

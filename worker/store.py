@@ -295,6 +295,18 @@ class Store:
                 .limit(1)
             )
 
+    def last_snapshot_of_seat(self, seat_id: str) -> dict[str, Any] | None:
+        """The newest seat snapshot stored for this seat by any request (it names the
+        seat's subscription/order, which stays the seat's for good)."""
+        with self.session() as session:
+            snapshots = session.scalars(
+                select(RevocationRequest.seat_snapshot)
+                .where(RevocationRequest.seat_id == seat_id)
+                .order_by(RevocationRequest.updated_at.desc())
+                .limit(20)
+            )
+            return next((snapshot for snapshot in snapshots if snapshot), None)
+
     def history(self, request_id: str) -> list[RequestEvent]:
         with self.session() as session:
             return list(

@@ -171,7 +171,7 @@ def test_needs_external_lookup_only_for_legacy_holders() -> None:
     assert not needs_external_lookup([member_model()], wanted, IdentityContext())
     assert needs_external_lookup([legacy()], wanted, IdentityContext())
     assert not needs_external_lookup([legacy()], wanted, IdentityContext(None, None))
-    assert EXTERNAL_UNKNOWN == IdentityContext().external_customer
+    assert IdentityContext().external_customer == EXTERNAL_UNKNOWN
 
 
 BOB = member_model(SEAT_B, "bob@acme.test", BOB_MEMBER, "E-BOB")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 
 from worker.outcomes import (
+    ATTENTION_STATES,
     SUCCESS_STATES,
     TERMINAL_STATES,
     Action,
     Fault,
+    FleetFault,
     RetryPolicy,
     State,
     backoff,
+    classify_fleet_fault,
     classify_status,
     plan_retry,
 )
@@ -357,6 +360,8 @@ def test_inline_retry_needs_the_delay_within_inline_max_wait() -> None:
         pytest.param(State.NO_ACTIVE_SEAT, True, True, id="no active seat is a terminal success"),
         pytest.param(State.FAILED, True, False, id="failed is terminal but not a success"),
         pytest.param(State.CANCELLED, True, False, id="cancelled is terminal but not a success"),
+        pytest.param(State.NEEDS_REVIEW, True, False,
+                     id="needs review is terminal but never a success"),
     ],
 )
 def test_state_sets(state: State, terminal: bool, success: bool) -> None:
@@ -366,7 +371,42 @@ def test_state_sets(state: State, terminal: bool, success: bool) -> None:
 
 def test_every_success_state_is_terminal() -> None:
     assert SUCCESS_STATES <= TERMINAL_STATES
-    assert len(TERMINAL_STATES) == 6
+    assert len(TERMINAL_STATES) == 7
+    assert {State.FAILED, State.NEEDS_REVIEW} == ATTENTION_STATES
+    assert not ATTENTION_STATES & SUCCESS_STATES
+
+
+# Bodies as Polar sends them (polarsource/polar server/polar/kit/versioning.py,
+# server/polar/auth/dependencies.py, server/polar/exception_handlers.py).
+@pytest.mark.parametrize(
+    ("status", "error", "detail", "portal", "expected"),
+    [
+        pytest.param(404, None, "Not Found", False, FleetFault.API_VERSION,
+                     id="unserved Polar-Version: bare 404"),
+        pytest.param(404, None, "Not Found", True, FleetFault.API_VERSION,
+                     id="unserved Polar-Version hits the portal too"),
+        pytest.param(404, "ResourceNotFound", "Seat not found", False, None,
+                     id="a missing seat is one request's problem"),
+        pytest.param(401, "invalid_token", None, False, FleetFault.TOKEN_INVALID,
+                     id="revoked organization token"),
+        pytest.param(401, "Unauthorized", "Unauthorized", False, FleetFault.TOKEN_INVALID,
+                     id="no usable credentials"),
+        pytest.param(401, "invalid_token", None, True, None,
+                     id="an expired portal session is one customer's"),
+        pytest.param(403, "insufficient_scope", None, False, FleetFault.FORBIDDEN,
+                     id="token without the seat scopes"),
+        pytest.param(403, "FeatureNotEnabled",
+                     "Seat-based pricing is not enabled for this organization", False,
+                     FleetFault.FORBIDDEN, id="seat-based pricing off"),
+        pytest.param(403, "NotPermitted", "Only owners and billing managers", True, None,
+                     id="a member without the role"),
+        pytest.param(422, "RequestValidationError", [], False, None, id="bad id"),
+        pytest.param(500, None, None, False, None, id="server error"),
+    ],
+)
+def test_classify_fleet_fault(status: int, error: str | None, detail: object, portal: bool,
+                              expected: FleetFault | None) -> None:
+    assert classify_fleet_fault(status, error, detail, portal=portal) is expected
 
 
 def test_state_values_are_the_stored_strings() -> None:
