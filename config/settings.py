@@ -20,6 +20,10 @@ POLAR_BASE_URLS = {
     "sandbox": "https://sandbox-api.polar.sh",
 }
 DEFAULT_RATE_LIMITS = {"production": "500/minute", "sandbox": "100/minute"}
+# The ``Polar-Version`` values Polar serves (``server/polar/kit/versioning.py``); 2026-04 is
+# what Polar assumes when the header is absent. Any other value is answered 404 on every
+# call, which would pause the whole queue: refuse it at start-up instead.
+SUPPORTED_POLAR_API_VERSIONS = ("2026-04", "2026-10")
 
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute)\s*$", re.I)
 
@@ -89,6 +93,13 @@ class Settings(BaseSettings):
     queued_lease_seconds: float = Field(600.0, gt=0)
     running_lease_seconds: float = Field(420.0, gt=0)
     scheduler_interval_seconds: float = Field(5.0, gt=0)
+    # While the queue is paused (a token, scope or API version Polar refuses for every
+    # request, see ``worker.fleetpause``), one request is let through this often as a probe.
+    pause_probe_seconds: float = Field(30.0, gt=0)
+    # Lets a request that names only a seat id, with no subscription/order this system
+    # knows, be revoked without the occupant guard. Off: such a request is refused unless
+    # the producer opts out of the guard for it (``guard: false``, ``--unguarded``).
+    allow_unguarded: bool = False
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
@@ -105,6 +116,12 @@ class Settings(BaseSettings):
     def _check_api_version(cls, value: str | None) -> str | None:
         if value and not re.fullmatch(r"\d{4}-\d{2}", value):
             raise ValueError(f"POLAR_API_VERSION {value!r} is not of the form YYYY-MM")
+        if value and value not in SUPPORTED_POLAR_API_VERSIONS:
+            raise ValueError(
+                f"POLAR_API_VERSION {value!r} is not a version Polar serves; use one of "
+                f"{', '.join(SUPPORTED_POLAR_API_VERSIONS)} or leave it unset (Polar then "
+                f"uses {SUPPORTED_POLAR_API_VERSIONS[0]})"
+            )
         return value or None
 
     @model_validator(mode="after")

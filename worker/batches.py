@@ -9,14 +9,14 @@ from typing import Any
 from sqlalchemy import func, select
 
 from worker.models import Batch, BatchItem, RevocationRequest, utcnow
-from worker.outcomes import State
+from worker.outcomes import ATTENTION_STATES, State
 from worker.store import Store
 
 REPORT_COLUMNS = (
     "line", "request_id", "seat_id", "subscription_id", "order_id", "email", "member_id",
-    "customer_id", "external_id", "outcome", "attempts", "http_status", "error",
-    "seat_status", "seat_revoked_at", "seat_email_seen", "reason", "idempotency_key",
-    "finished_at",
+    "customer_id", "external_id", "outcome", "outcome_detail", "attempts", "http_status",
+    "error", "seat_status", "seat_revoked_at", "seat_email_seen", "requested_seat_id",
+    "guarded", "end_state_verified", "reason", "idempotency_key", "finished_at",
 )
 
 
@@ -34,6 +34,20 @@ class BatchProgress:
     def finished(self) -> int:
         return sum(n for state, n in self.counts.items() if State(state).is_terminal)
 
+    @property
+    def succeeded(self) -> int:
+        """Rows whose person no longer holds the seat through us (``State.is_success``)."""
+        return sum(n for state, n in self.counts.items() if State(state).is_success)
+
+    @property
+    def needs_review(self) -> int:
+        return self.counts.get(State.NEEDS_REVIEW.value, 0)
+
+    @property
+    def attention(self) -> int:
+        """Rows an operator must act on (failed or needs_review)."""
+        return sum(n for state, n in self.counts.items() if State(state) in ATTENTION_STATES)
+
     def summary(self) -> dict[str, Any]:
         """The JSON summary ``seat-revoker batch --json`` and ``status`` print."""
         return {
@@ -42,6 +56,8 @@ class BatchProgress:
             "total": self.total,
             "counts": self.counts,
             "done": self.done,
+            "succeeded": self.succeeded,
+            "needs_attention": self.attention,
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -105,12 +121,16 @@ def _report_row(line: int, record: RevocationRequest) -> dict[str, Any]:
         "customer_id": record.occupant_customer_id,
         "external_id": record.occupant_external_id,
         "outcome": record.state,
+        "outcome_detail": record.outcome_detail,
         "attempts": record.attempts,
         "http_status": record.last_http_status,
         "error": record.last_error,
         "seat_status": snapshot.get("status"),
         "seat_revoked_at": snapshot.get("revoked_at"),
         "seat_email_seen": seen.get("email"),
+        "requested_seat_id": record.requested_seat_id,
+        "guarded": record.guarded is not False,
+        "end_state_verified": record.end_state_verified,
         "reason": record.reason,
         "idempotency_key": record.idempotency_key,
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,

@@ -21,8 +21,11 @@ from worker.requests import RevocationInput
 Format = Literal["csv", "jsonl", "json"]
 COLUMNS = (
     "seat_id", "subscription_id", "order_id", "email", "member_id", "customer_id",
-    "external_id", "reason", "key", "effective_at",
+    "external_id", "reason", "key", "effective_at", "guard",
 )
+# ``guard`` is optional: empty means the default (guarded); ``false`` revokes a bare seat id
+# without the occupant check. Text cells accept true/false, yes/no, 1/0 (any case).
+_BOOLEAN_TEXT = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 MAX_ROWS = 100_000
 MAX_REPORTED_ERRORS = 50
 
@@ -199,6 +202,15 @@ def _validate(
         for name, value in record.items()
         if value not in (None, "")
     }
+    guard = values.get("guard")
+    if isinstance(guard, str):
+        if guard.lower() not in _BOOLEAN_TEXT:
+            errors.append(LineError(line, f"guard: {guard!r} is not true or false"))
+            return None
+        values["guard"] = _BOOLEAN_TEXT[guard.lower()]
+    elif guard is not None and not isinstance(guard, bool):
+        errors.append(LineError(line, "guard: must be true or false"))
+        return None
     try:
         return RevocationInput(requested_by=requested_by, **values)
     except ValidationError as exc:

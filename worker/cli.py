@@ -16,12 +16,15 @@ from pydantic import SecretStr, ValidationError
 
 from config.settings import ConfigError, Settings
 from worker.display import print_batch, print_record
+from worker.fleetpause import FleetPause, PauseInfo
 from worker.logs import configure_logging
 from worker.models import RevocationRequest
-from worker.outcomes import State
+from worker.outcomes import ATTENTION_STATES, State
 from worker.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+# `status` without an id: the queue is paused (same number as a --wait timeout: "not done").
+EXIT_PAUSED = 3
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -34,6 +37,13 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         fail("invalid configuration: " + validation_text(exc))
+
+
+def refusal_text(exc: ValueError) -> str:
+    """A producer's refusal (``ValueError`` or ``pydantic.ValidationError``) in one line."""
+    if isinstance(exc, ValidationError):
+        return validation_text(exc)
+    return str(exc).removeprefix("Value error, ")
 
 
 def validation_text(exc: ValidationError) -> str:
@@ -95,6 +105,10 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
 @click.option("--external-id", help="The member's external id (your HR id).")
 @click.option("--portal-token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Customer session token file: revoke through the customer portal.")
+@click.option("--unguarded", is_flag=True,
+              help="Revoke SEAT_ID without checking who holds it (when its subscription/"
+                   "order is unknown). The seat may have been reassigned: prefer giving "
+                   "--subscription-id/--order-id and the person.")
 @click.option("--key", help="Idempotency key (default: derived from seat and person).")
 @click.option("--effective-at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S",
                                                       "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
@@ -104,13 +118,20 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Seconds --wait waits before giving up (exit 3).")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
-def revoke(seat_id: str, portal_token_file: Path | None, wait: bool, timeout: float,
-           as_json: bool, effective_at: datetime | None, **fields: Any) -> None:
-    """Revoke one seat: enqueue it and print the request id."""
+def revoke(seat_id: str, portal_token_file: Path | None, unguarded: bool, wait: bool,
+           timeout: float, as_json: bool, effective_at: datetime | None,
+           **fields: Any) -> None:
+    """Revoke one seat: enqueue it and print the request id.
+
+    With --wait, exits 0 for revoked, already_revoked, occupant_mismatch and
+    no_active_seat, 1 for failed, needs_review or cancelled, 3 on timeout.
+    """
     from worker.producer import Producer, RevocationInput
 
     settings = load_settings()
     portal_token = read_secret_file(portal_token_file) if portal_token_file else None
+    if unguarded:
+        fields["guard"] = False
     try:
         request = RevocationInput(
             seat_id=seat_id,
@@ -124,6 +145,8 @@ def revoke(seat_id: str, portal_token_file: Path | None, wait: bool, timeout: fl
     producer = Producer(settings)
     try:
         result = producer.submit(request, portal_token=portal_token)
+    except ValueError as exc:  # refused by the producer (e.g. an unguarded seat id)
+        fail(refusal_text(exc))
     finally:
         producer.close()
     record = result.record
@@ -144,21 +167,109 @@ def revoke(seat_id: str, portal_token_file: Path | None, wait: bool, timeout: fl
 
 
 @main.command()
-@click.argument("request_id", metavar="ID")
+@click.argument("request_id", metavar="[ID]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def status(request_id: str, as_json: bool) -> None:
-    """Show one request (by id or idempotency key), or a batch's progress, from the store."""
+def status(request_id: str | None, as_json: bool) -> None:
+    """Show one request (by id or idempotency key) or a batch's progress; without an ID,
+    the queue's health: each pause in force, or "no pause".
+
+    Exit status: 0; 1 for a request that is failed, needs_review or cancelled, or a batch
+    with a row that needs review; 3 (no ID) while the queue is paused.
+    """
     from worker.batches import batch_progress
 
-    store = Store.from_url(load_settings().database_url)
+    settings = load_settings()
+    if request_id is None:
+        sys.exit(queue_health(settings, as_json))
+    store = Store.from_url(settings.database_url)
     record = store.get(request_id) or store.get_by_key(request_id)
     if record is not None:
         show(record, as_json, history=store.history(record.id))
-        return
+        state = State(record.state)
+        sys.exit(EXIT_FAILED if state.is_terminal and not state.is_success else EXIT_OK)
     progress = batch_progress(store, request_id)
     if progress is None:
         fail(f"no request or batch with id or key {request_id!r}", EXIT_FAILED)
     print_batch(progress, as_json)
+    sys.exit(EXIT_FAILED if progress.needs_review else EXIT_OK)
+
+
+def fleet_pause(settings: Settings) -> FleetPause:
+    """The queue's pause switch, as the workers build it."""
+    from redis import Redis
+
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    return FleetPause(redis, settings.redis_key("pause"),
+                      probe_seconds=settings.pause_probe_seconds)
+
+
+def read_pauses(settings: Settings) -> list[PauseInfo]:
+    from redis.exceptions import RedisError
+
+    try:
+        pauses = fleet_pause(settings).all()
+    except RedisError as exc:
+        fail(f"cannot read the queue's state from Redis ({type(exc).__name__}: {exc})",
+             EXIT_FAILED)
+    return pauses
+
+
+def queue_health(settings: Settings, as_json: bool) -> int:
+    """Print each pause in force (or "no pause") and what needs attention; the exit code."""
+    from dataclasses import asdict
+
+    from worker.display import print_pauses
+
+    pauses = read_pauses(settings)
+    counts: dict[str, int] | None
+    try:
+        counts = Store.from_url(settings.database_url).count_by_state()
+    except Exception:  # the pause is what this answers; counts are a courtesy
+        counts = None
+    attention = None if counts is None else {s.value: counts.get(s.value, 0)
+                                             for s in sorted(ATTENTION_STATES)}
+    if as_json:
+        click.echo(json.dumps({
+            "paused": bool(pauses),
+            "pauses": [{**asdict(p), "message": p.message} for p in pauses],
+            "needs_attention": attention,
+        }, indent=2))
+    else:
+        print_pauses(pauses)
+        if attention and any(attention.values()):
+            listed = ", ".join(f"{n} {state}" for state, n in attention.items() if n)
+            click.echo(f"needing attention: {listed} (seat-revoker failed)")
+    return EXIT_PAUSED if pauses else EXIT_OK
+
+
+@main.command()
+@click.argument("scope", required=False)
+@click.option("--all", "all_scopes", is_flag=True, help="Clear every pause in force.")
+def resume(scope: str | None, all_scopes: bool) -> None:
+    """Clear a queue pause after fixing its cause (token, scopes, POLAR_API_VERSION).
+
+    SCOPE is as `seat-revoker status` prints it; without it, the only pause in force is
+    cleared. If the cause is still there, the next request pauses the queue again.
+    """
+    settings = load_settings()
+    if scope and all_scopes:
+        fail("give a SCOPE or --all, not both")
+    pause = fleet_pause(settings)
+    pauses = read_pauses(settings)
+    if scope:
+        scopes = [scope]
+    elif all_scopes or len(pauses) <= 1:
+        scopes = [info.scope for info in pauses]
+    else:
+        fail(f"{len(pauses)} pauses in force; give a SCOPE (see seat-revoker status) or --all")
+    if not scopes:
+        click.echo("no pause in force")
+        return
+    cleared = [name for name in scopes if pause.resume(name)]
+    if scope and not cleared:
+        fail(f"no pause with scope {scope!r}", EXIT_FAILED)
+    for name in cleared:
+        click.echo(f"resumed {name}")
 
 
 @main.command()
@@ -176,8 +287,11 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
     """Offboard everyone in a CSV or JSON Lines FILE (validated whole before anything runs).
 
     Columns: seat_id, subscription_id, order_id, email, member_id, customer_id,
-    external_id, reason, key. A row needs a seat_id, or a subscription_id/order_id plus
-    one field naming the person.
+    external_id, reason, key, effective_at, guard. A row needs a seat_id, or a
+    subscription_id/order_id plus one field naming the person; guard=false revokes a bare
+    seat id without the occupant check.
+
+    With --wait, exits 1 when a row needs review, 3 on timeout, else 0.
     """
     from worker.batches import batch_progress
     from worker.batchfile import BatchFileError, parse_batch
@@ -200,6 +314,8 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
             parsed.requests, name=name or file.name, source=str(file), requested_by="cli",
             lines=[row.line for row in parsed.rows],
         )
+    except ValueError as exc:  # refused by the producer (e.g. an unguarded seat id)
+        fail(f"{file}: {refusal_text(exc)}\nnothing was enqueued")
     finally:
         producer.close()
     click.echo(f"batch {result.batch_id}: {result.total} rows, {result.created} enqueued, "
@@ -220,6 +336,8 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
         click.echo(result.batch_id)
     if wait and not final.done:
         sys.exit(EXIT_TIMEOUT)
+    if wait and final.needs_review:
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
@@ -302,36 +420,45 @@ def cancel(request_id: str) -> None:
 
 
 @main.command()
-@click.option("--since", type=click.DateTime(), help="Only those failed since (UTC).")
+@click.option("--since", type=click.DateTime(), help="Only those ended since (UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON lines.")
 def failed(since: Any, as_json: bool) -> None:
-    """List failed requests with their reason and HTTP status (the dead letters)."""
+    """List requests an operator must act on: failed (with Polar's error and HTTP status)
+    and needs_review (nothing deleted; what to check is in the detail)."""
     store = Store.from_url(load_settings().database_url)
-    print_requests(store.find(states=[State.FAILED], updated_since=utc(since), limit=10_000),
-                   as_json, title="failed", columns=("last_http_status", "last_error"))
+    records = store.find(states=ATTENTION_STATES, updated_since=utc(since), limit=10_000)
+    print_requests(records, as_json, title="failed or needs review",
+                   columns=("last_http_status", "detail"))
 
 
 @main.command()
 @click.argument("request_id", required=False)
-@click.option("--all-failed", is_flag=True, help="Retry every failed request.")
-@click.option("--since", type=click.DateTime(), help="With --all-failed: failed since (UTC).")
-def retry(request_id: str | None, all_failed: bool, since: Any) -> None:
-    """Send failed requests again (same idempotency key, new attempt, history kept)."""
+@click.option("--all-failed", is_flag=True,
+              help="Retry every failed and needs_review request.")
+@click.option("--since", type=click.DateTime(), help="With --all-failed: ended since (UTC).")
+@click.option("--portal-token-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="A fresh customer/member session token for customer-portal requests "
+              "(Polar's sessions expire after one hour).")
+def retry(request_id: str | None, all_failed: bool, since: Any,
+          portal_token_file: Path | None) -> None:
+    """Send failed or needs_review requests again (same idempotency key, new attempt,
+    history kept). Fix what a needs_review detail names first."""
     from worker.producer import Producer
 
     if bool(request_id) == all_failed:
         fail("give a request ID or --all-failed (not both)")
+    portal_token = read_secret_file(portal_token_file) if portal_token_file else None
     producer = Producer(load_settings())
     try:
         if request_id:
             ids = [request_id]
         else:
             ids = [r.id for r in producer.store.find(
-                states=[State.FAILED], updated_since=utc(since), limit=100_000)]
+                states=ATTENTION_STATES, updated_since=utc(since), limit=100_000)]
         retried = 0
         for rid in ids:
             try:
-                producer.retry(rid)
+                producer.retry(rid, portal_token=portal_token)
                 retried += 1
             except ValueError as exc:
                 if request_id:

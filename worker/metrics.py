@@ -13,6 +13,9 @@ Redis layout under ``key_prefix`` (e.g. ``seat-revoker:metrics``):
   cumulative; the collector sums), ``METHOD|sum`` (float seconds), ``METHOD|count``
 - ``{p}:retries``         field ``KIND`` → count
 - ``{p}:ratelimit``       fields ``count`` and ``seconds``
+
+Queue pauses are read from ``worker.fleetpause`` (their own keys) at scrape time too:
+``seat_revoker_paused{fault}`` counts the pauses in force per fault (0 when none).
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
+from worker.fleetpause import FleetPause
 from worker.logs import get_logger
-from worker.outcomes import State
+from worker.outcomes import FleetFault, State
 
 log = get_logger("seat_revoker.metrics")
 
@@ -117,12 +121,15 @@ class MetricsCollector(Collector):
         count_by_state: Callable[[], dict[str, int]],
         queue_keys: list[str],
         unacked_key: str | None = None,
+        pause_prefix: str | None = None,
     ) -> None:
         self.redis = redis
         self.prefix = key_prefix
         self.count_by_state = count_by_state
         self.queue_keys = queue_keys
         self.unacked_key = unacked_key
+        # The key prefix the workers' FleetPause uses (``settings.redis_key("pause")``).
+        self.pauses = FleetPause(redis, pause_prefix) if pause_prefix else None
 
     def describe(self) -> Iterable[Metric]:
         return []  # metrics are only known at collect time; skip the registration probe
@@ -204,7 +211,25 @@ class MetricsCollector(Collector):
             )
             unacked.add_metric([], int(results[-1]))
             out.append(unacked)
+        if self.pauses is not None:
+            out.append(self._paused())
         return out
+
+    def _paused(self) -> GaugeMetricFamily:
+        assert self.pauses is not None
+        by_fault = {fault.value: 0 for fault in FleetFault}
+        for info in self.pauses.all():
+            fault = _label(info.fault)
+            by_fault[fault] = by_fault.get(fault, 0) + 1
+        gauge = GaugeMetricFamily(
+            "seat_revoker_paused",
+            "Queue pauses in force, by fault: Polar refuses every request alike (bad token, "
+            "missing scope, unserved API version); requests wait until it is fixed",
+            labels=["fault"],
+        )
+        for fault, count in sorted(by_fault.items()):
+            gauge.add_metric([fault], count)
+        return gauge
 
 
 def _decode(raw: dict[bytes | str, bytes | str]) -> dict[str, str]:

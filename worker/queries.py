@@ -18,7 +18,13 @@ from typing import Any
 from sqlalchemy import Select, and_, func, or_, select
 
 from worker.models import Batch, BatchItem, RevocationRequest
-from worker.outcomes import IN_FLIGHT_STATES, SUCCESS_STATES, TERMINAL_STATES, State
+from worker.outcomes import (
+    ATTENTION_STATES,
+    IN_FLIGHT_STATES,
+    SUCCESS_STATES,
+    TERMINAL_STATES,
+    State,
+)
 from worker.store import Store
 
 MAX_LIMIT = 500
@@ -28,6 +34,7 @@ STATE_GROUPS: dict[str, frozenset[State]] = {
     "in_flight": IN_FLIGHT_STATES | {State.SCHEDULED},
     "terminal": TERMINAL_STATES,
     "success": SUCCESS_STATES,
+    "attention": ATTENTION_STATES,  # failed or needs_review: an operator must act
 }
 
 
@@ -72,6 +79,16 @@ class BatchSummary:
     @property
     def finished(self) -> int:
         return sum(n for state, n in self.counts.items() if State(state).is_terminal)
+
+    @property
+    def succeeded(self) -> int:
+        """Requests whose person no longer holds the seat through us (``State.is_success``)."""
+        return sum(n for state, n in self.counts.items() if State(state).is_success)
+
+    @property
+    def attention(self) -> int:
+        """Requests an operator must act on (failed or needs_review)."""
+        return sum(n for state, n in self.counts.items() if State(state) in ATTENTION_STATES)
 
     @property
     def total(self) -> int:

@@ -67,7 +67,7 @@ def test_offboarding_event_revokes_the_persons_seats(
             {"seat_id": seats[0]["id"], "subscription_id": sub_a},  # guarded seat
             {"subscription_id": sub_b},  # resolve the person's seat
             {"seat_id": seats[2]["id"], "subscription_id": sub_c},  # someone else's seat
-            {"seat_id": seats[3]["id"]},  # seat id only: revoked without a guard
+            {"seat_id": seats[3]["id"], "guard": False},  # seat id only, opted out of the guard
         ],
         "reason": "termination"}}
     answer = deliver(client, payload, f"msg_{uuid.uuid4().hex}")
@@ -86,9 +86,12 @@ def test_offboarding_event_revokes_the_persons_seats(
     assert stack.control.seat(seats[1]["id"])["status"] == "revoked"
     assert stack.control.seat(seats[2]["id"])["status"] == "claimed"
 
-    # Read back through the API.
+    # Read back through the API: the person is on every request, the unguarded one says so.
     listed = client.get("/v1/revocations", params={"email": email}, headers=AUTH).json()
-    assert {item["id"] for item in listed["items"]} == set(request_ids[:3])
+    assert {item["id"] for item in listed["items"]} == set(request_ids)
+    assert [item["guarded"] for item in sorted(
+        listed["items"], key=lambda item: request_ids.index(item["id"]))] == [
+        True, True, True, False]
     one = client.get(f"/v1/revocations/{request_ids[1]}", headers=AUTH).json()
     assert one["seat_snapshot"]["id"] == seats[1]["id"]
     assert [h["state"] for h in one["history"]][-1] == "revoked"
@@ -106,4 +109,4 @@ def test_offboarding_event_revokes_the_persons_seats(
     assert re.search(r"^seat_revoker_queue_depth 0\.0$", text, re.M)
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {
-        "redis": "ok", "database": "ok"}
+        "redis": "ok", "queue": "ok", "database": "ok"}

@@ -92,9 +92,10 @@ def offboarded(*targets: dict[str, Any], **data: Any) -> dict[str, Any]:
 
 def test_signed_event_is_accepted_and_enqueued(api: Harness) -> None:
     seat, sub, order = (str(uuid.uuid4()) for _ in range(3))
+    unguarded = str(uuid.uuid4())
     response = api.post(
         offboarded({"seat_id": seat, "subscription_id": sub}, {"order_id": order},
-                   {"seat_id": str(uuid.uuid4())}),
+                   {"seat_id": unguarded, "guard": False}),
         webhook_id="msg_accept",
     )
     assert response.status_code == 202, response.text
@@ -108,6 +109,11 @@ def test_signed_event_is_accepted_and_enqueued(api: Harness) -> None:
     assert first.requested_by == "webhook:offboarding" and first.state == "queued"
     by_order = api.store.get(body["request_ids"][1])
     assert by_order is not None and by_order.order_id == order and by_order.seat_id is None
+    assert first.guarded is True and by_order.guarded is True
+    bare = api.store.get(body["request_ids"][2])
+    assert bare is not None and (bare.seat_id, bare.guarded) == (unguarded, False)
+    # The person the event named is kept on the record, even without a subscription/order.
+    assert (bare.occupant_email, bare.occupant_external_id) == ("jane@acme.com", "E-1042")
 
 
 def test_rotated_secret_is_accepted(api: Harness) -> None:
@@ -116,7 +122,8 @@ def test_rotated_secret_is_accepted(api: Harness) -> None:
 
 
 def test_redelivery_gets_the_same_answer_and_enqueues_nothing(api: Harness) -> None:
-    payload = offboarded({"subscription_id": str(uuid.uuid4())}, {"seat_id": str(uuid.uuid4())})
+    payload = offboarded({"subscription_id": str(uuid.uuid4())},
+                         {"seat_id": str(uuid.uuid4()), "guard": False})
     first = api.post(payload, webhook_id="msg_replay")
     assert first.status_code == 202
     depth, count = api.queue_depth(), api.request_count()
@@ -220,6 +227,20 @@ def test_a_bad_target_rejects_the_whole_event(api: Harness) -> None:
     assert ["body", "data", "targets", "1", "seat_id"] in [
         list(map(str, e["loc"])) for e in response.json()["detail"]]
     assert (api.queue_depth(), api.request_count()) == (0, 0)
+
+
+def test_a_bare_seat_nobody_can_guard_rejects_the_whole_event(api: Harness) -> None:
+    payload = offboarded({"subscription_id": str(uuid.uuid4())}, {"seat_id": str(uuid.uuid4())})
+    response = api.post(payload, webhook_id="msg_unguardable")
+    assert response.status_code == 422, response.text
+    messages = [e["msg"] for e in response.json()["detail"]]
+    assert any("add subscription_id or order_id" in m and "guard" in m for m in messages)
+    assert (api.queue_depth(), api.request_count()) == (0, 0)
+    with api.store.session() as session:  # not recorded: a corrected redelivery is accepted
+        assert session.get(WebhookDelivery, "msg_unguardable") is None
+    payload["data"]["targets"][1]["guard"] = False
+    fixed = api.post(payload, webhook_id="msg_unguardable")
+    assert fixed.status_code == 202 and len(fixed.json()["request_ids"]) == 2
 
 
 def test_other_event_types_are_acknowledged_and_ignored(api: Harness) -> None:

@@ -16,7 +16,9 @@ from redis.exceptions import RedisError
 from config.settings import Settings
 from worker.api import create_app
 from worker.api.settings import ApiSettings
+from worker.fleetpause import FleetPause
 from worker.metrics import MetricsRecorder
+from worker.outcomes import FleetFault
 from worker.producer import Producer, RevocationInput
 from worker.store import Store
 
@@ -86,7 +88,7 @@ def test_queue_depth_is_the_length_of_the_real_celery_queue(
     producer = Producer(settings)
     try:
         for _ in range(3):
-            producer.submit(RevocationInput(seat_id=str(uuid.uuid4())))
+            producer.submit(RevocationInput(seat_id=str(uuid.uuid4()), guard=False))
     finally:
         producer.close()
     # kombu's global_keyprefix is namespace + ":" (config/celery.py): the list is here.
@@ -120,3 +122,30 @@ def test_readyz_names_what_is_down(tmp_path: Path) -> None:
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
         assert value(metrics.text, 'seat_revoker_scrape_error{source="redis"}') == 1
+
+
+def test_a_pause_makes_readyz_503_and_shows_in_metrics(
+    setup: tuple[TestClient, Settings, Redis]
+) -> None:
+    client, settings, redis = setup
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["queue"] == "ok"
+    assert "pauses" not in ready.json()
+    assert value(client.get("/metrics").text, 'seat_revoker_paused{fault="forbidden"}') == 0
+
+    pause = FleetPause(redis, settings.redis_key("pause"), probe_seconds=30)
+    info = pause.pause("token:2026-04", FleetFault.FORBIDDEN, 403)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert (body["status"], body["checks"]["queue"], "down" in body) == ("paused", "paused", False)
+    (shown,) = body["pauses"]
+    assert (shown["fault"], shown["status"], shown["since"]) == ("forbidden", 403, info.since)
+    assert shown["message"] == info.message and "customer_seats:write" in shown["hint"]
+    text = client.get("/metrics").text
+    assert value(text, 'seat_revoker_paused{fault="forbidden"}') == 1
+    assert value(text, 'seat_revoker_paused{fault="token_invalid"}') == 0
+
+    pause.resume("token:2026-04")
+    assert client.get("/readyz").status_code == 200
+    assert value(client.get("/metrics").text, 'seat_revoker_paused{fault="forbidden"}') == 0

@@ -89,13 +89,15 @@ def test_rest_needs_a_valid_api_key(api: Harness, headers: dict[str, str], path:
 
 
 def test_submit_creates_then_deduplicates_by_idempotency_key(api: Harness) -> None:
-    body = {"seat_id": str(uuid.uuid4()), "reason": "left"}
+    body = {"seat_id": str(uuid.uuid4()), "reason": "left", "guard": False}
     first = api.client.post("/v1/revocations", json=body,
                             headers={**AUTH, "Idempotency-Key": "hr-1042"})
     assert first.status_code == 201, first.text
     record = first.json()["request"]
     assert first.json()["created"] is True
     assert (record["idempotency_key"], record["state"]) == ("hr-1042", "queued")
+    assert record["guarded"] is False and record["requested_seat_id"] is None
+    assert (record["outcome_detail"], record["end_state_verified"]) == (None, None)
     assert record["requested_by"].startswith("api:")
     assert api.redis.llen(f"{api.settings.namespace}:{api.settings.queue_name}") == 1
     again = api.client.post("/v1/revocations", json=body,
@@ -112,8 +114,9 @@ def test_submit_creates_then_deduplicates_by_idempotency_key(api: Harness) -> No
     [
         ({"seat_id": "nope"}, "seat_id"),
         ({"subscription_id": str(uuid.uuid4())}, "body"),  # no person: model-level error
-        ({"seat_id": str(uuid.uuid4()), "email": "jane@acme.com"}, "body"),
+        ({"seat_id": str(uuid.uuid4()), "email": "jane@acme.com"}, "body"),  # unguardable
         ({"seat_id": str(uuid.uuid4()), "colour": "red"}, "colour"),
+        ({"seat_id": str(uuid.uuid4()), "guard": "sometimes"}, "guard"),
     ],
 )
 def test_submit_rejects_invalid_requests_naming_the_field(
@@ -123,6 +126,44 @@ def test_submit_rejects_invalid_requests_naming_the_field(
     assert response.status_code == 422
     assert any(field in map(str, e["loc"]) for e in response.json()["detail"])
     assert api.get("/v1/revocations")["total"] == 0
+
+
+def test_a_bare_seat_id_nobody_knows_is_refused_unless_unguarded(api: Harness) -> None:
+    seat = str(uuid.uuid4())
+    refused = api.client.post("/v1/revocations", json={"seat_id": seat}, headers=AUTH)
+    assert refused.status_code == 422
+    (error,) = refused.json()["detail"]
+    assert error["loc"] == ["body"] and "add subscription_id or order_id" in error["msg"]
+    assert api.get("/v1/revocations")["total"] == 0 and queue_depth(api) == 0
+    accepted = api.client.post("/v1/revocations", json={"seat_id": seat, "guard": False},
+                               headers=AUTH)
+    assert accepted.status_code == 201 and accepted.json()["request"]["guarded"] is False
+
+
+def test_needs_review_is_listed_filtered_and_retried(api: Harness) -> None:
+    review, failed, revoked = (api.seed(1)[0] for _ in range(3))
+    api.store.update(review, state="needs_review", outcome_detail="two seats match jane")
+    api.store.update(failed, state="failed", last_error="404 ResourceNotFound")
+    api.store.update(revoked, state="revoked", requested_seat_id=str(uuid.uuid4()),
+                     end_state_verified=True, verified_at=datetime.now(UTC))
+
+    def ids(**params: Any) -> set[str]:
+        return {item["id"] for item in api.get("/v1/revocations", **params)["items"]}
+
+    assert ids(state="needs_review") == {review}
+    assert ids(state="attention") == {review, failed}
+    assert ids(state="success") == {revoked}
+    shown = api.get(f"/v1/revocations/{revoked}")
+    assert shown["end_state_verified"] is True and shown["verified_at"]
+    assert shown["requested_seat_id"] and shown["guarded"] is True
+    detail = api.get(f"/v1/revocations/{review}")
+    assert (detail["state"], detail["outcome_detail"]) == ("needs_review", "two seats match jane")
+
+    retried = api.client.post(f"/v1/revocations/{review}/retry", headers=AUTH)
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["state"] == "queued" and queue_depth(api) == 1
+    not_now = api.client.post(f"/v1/revocations/{revoked}/retry", headers=AUTH)
+    assert not_now.status_code == 409 and "needs_review" in not_now.json()["detail"]
 
 
 def test_unknown_request_is_404(api: Harness) -> None:
@@ -200,12 +241,16 @@ def test_batches_list_and_progress(api: Harness) -> None:
     ids = api.seed(4, batch=batch)
     api.store.update(ids[0], state="revoked")
     api.store.update(ids[1], state="failed", last_error="403 FeatureNotEnabled")
+    api.store.update(ids[2], state="needs_review", outcome_detail="check the email")
     listed = api.get("/v1/batches")
     assert listed["total"] == 1
     (item,) = listed["items"]
     assert item["id"] == batch["id"] and item["name"] == "march leavers"
-    assert item["counts"] == {"queued": 2, "revoked": 1, "failed": 1}
-    assert (item["finished"], item["done"]) == (2, False)
+    assert item["counts"] == {"queued": 1, "revoked": 1, "failed": 1, "needs_review": 1}
+    assert (item["finished"], item["done"]) == (3, False)
+    assert (item["succeeded"], item["needs_attention"]) == (1, 2)
+    one = api.get(f"/v1/batches/{batch['id']}")
+    assert (one["succeeded"], one["needs_attention"], one["finished"]) == (1, 2, 3)
     assert api.client.get("/v1/batches/nope", headers=AUTH).status_code == 404
     assert api.client.get("/v1/batches/nope/report.csv", headers=AUTH).status_code == 404
 
@@ -222,7 +267,7 @@ def queue_depth(api: Harness) -> int:
 
 def test_batch_upload_as_json_array_then_progress_and_report(api: Harness) -> None:
     sub = str(uuid.uuid4())
-    rows = [{"seat_id": str(uuid.uuid4())},
+    rows = [{"seat_id": str(uuid.uuid4()), "guard": False},
             {"subscription_id": sub, "email": "jane@acme.com"},
             {"subscription_id": sub, "email": "jane@acme.com"}]  # same key: collapsed
     response = api.client.post("/v1/batches", json=rows, params={"name": "leavers"},
@@ -244,17 +289,28 @@ def test_batch_upload_as_json_array_then_progress_and_report(api: Harness) -> No
 
 def test_batch_upload_as_csv_and_as_multipart_file(api: Harness) -> None:
     seat_a, seat_b = str(uuid.uuid4()), str(uuid.uuid4())
-    csv_body = f"seat_id,reason\n{seat_a},left\n".encode()
+    csv_body = f"seat_id,reason,guard\n{seat_a},left,false\n".encode()
     response = api.client.post("/v1/batches", content=csv_body,
                                headers={**AUTH, "content-type": "text/csv"})
     assert response.status_code == 201, response.text
     upload = api.client.post(
         "/v1/batches", headers=AUTH,
-        files={"file": ("march.csv", f"seat_id\n{seat_b}\n".encode(), "text/csv")})
+        files={"file": ("march.csv", f"seat_id,guard\n{seat_b},no\n".encode(), "text/csv")})
     assert upload.status_code == 201, upload.text
     batch = api.get(f"/v1/batches/{upload.json()['batch_id']}")
     assert batch["name"] == "march.csv" and batch["total"] == 1
     assert queue_depth(api) == 2
+
+
+def test_batch_upload_refused_by_the_producer_enqueues_nothing(api: Harness) -> None:
+    rows = [{"seat_id": str(uuid.uuid4()), "guard": False}, {"seat_id": str(uuid.uuid4())}]
+    response = api.client.post("/v1/batches", json=rows, headers=AUTH)
+    assert response.status_code == 422
+    body = response.json()
+    assert "add subscription_id or order_id" in body["detail"]
+    assert "nothing was enqueued" in body["detail"]
+    assert api.get("/v1/revocations")["total"] == 0 and api.get("/v1/batches")["total"] == 0
+    assert queue_depth(api) == 0
 
 
 def test_batch_upload_is_all_or_nothing(api: Harness) -> None:

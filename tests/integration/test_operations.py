@@ -17,6 +17,7 @@ from worker.localstack import LocalStack
 from worker.models import utcnow
 from worker.procs import WorkerProcess
 from worker.producer import RevocationInput
+from worker.queries import RequestFilter, list_requests
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ def test_failed_requests_are_listed_and_retried_with_history_kept(
     seat_id = seat(stack)
     stack.control.add_fault(method="DELETE", seat_id=seat_id, status=403, times=1,
                             body={"error": "NotPermitted", "detail": "not now"})
-    record = stack.producer.submit(RevocationInput(seat_id=seat_id)).record
+    record = stack.producer.submit(RevocationInput(seat_id=seat_id, guard=False)).record
     assert stack.wait_terminal([record.id])[0].state == "failed"
 
     listed = cli(stack, "failed", "--json")
@@ -58,12 +59,28 @@ def test_failed_requests_are_listed_and_retried_with_history_kept(
     assert states == ["queued", "running", "failed", "queued", "running", "revoked"]
 
     again = cli(stack, "retry", record.id)
-    assert again.returncode == 1 and "only failed ones retry" in again.stderr
+    assert again.returncode == 1 and "only failed or needs_review" in again.stderr
 
 
 def test_retry_needs_an_id_or_all_failed(sandbox_reset: LocalStack) -> None:
     done = cli(sandbox_reset, "retry")
     assert done.returncode == 2 and "--all-failed" in done.stderr
+
+
+def test_revoke_refuses_a_bare_seat_it_cannot_guard_unless_unguarded(
+    sandbox_reset: LocalStack,
+) -> None:
+    stack = sandbox_reset
+    seat_id = seat(stack)
+    refused = cli(stack, "revoke", seat_id)
+    assert refused.returncode == 2 and "add subscription_id or order_id" in refused.stderr
+    assert list_requests(stack.store, RequestFilter(seat_id=seat_id)).total == 0
+    done = cli(stack, "revoke", seat_id, "--unguarded", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert (record["state"], record["guarded"]) == ("revoked", False)
+    status = cli(stack, "status", record["id"])
+    assert status.returncode == 0 and "guarded" in status.stdout
 
 
 def test_scheduled_requests_wait_and_can_be_cancelled(sandbox_reset: LocalStack) -> None:
@@ -73,7 +90,7 @@ def test_scheduled_requests_wait_and_can_be_cancelled(sandbox_reset: LocalStack)
     when = due.strftime("%Y-%m-%dT%H:%M:%S%z")
     ids = []
     for seat_id in (kept, dropped):
-        done = cli(stack, "revoke", seat_id, "--effective-at", when)
+        done = cli(stack, "revoke", seat_id, "--effective-at", when, "--unguarded")
         assert done.returncode == 0, done.stderr
         ids.append(done.stdout.strip())
     listed = cli(stack, "scheduled", "--json")
@@ -103,7 +120,7 @@ def test_worker_with_scheduler_releases_due_requests(
     stack = sandbox_reset
     seat_id = seat(stack)
     record = stack.producer.submit(RevocationInput(
-        seat_id=seat_id, effective_at=utcnow() + timedelta(seconds=3),
+        seat_id=seat_id, effective_at=utcnow() + timedelta(seconds=3), guard=False,
     )).record
     assert record.state == "scheduled"
     node = WorkerProcess(env={**stack.env, "SCHEDULER_INTERVAL_SECONDS": "0.5"},

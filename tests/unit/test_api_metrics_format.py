@@ -1,8 +1,17 @@
-"""Pure parts of the metrics: histogram assembly and label hygiene."""
+"""Metrics: histogram assembly and label hygiene (pure), and the pause gauge over a real
+Redis (``REDIS_URL`` or a private one, see ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-from worker.metrics import LATENCY_BUCKETS, _histogram, _label, queue_keys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+
+from worker.fleetpause import FleetPause
+from worker.metrics import LATENCY_BUCKETS, MetricsCollector, _histogram, _label, queue_keys
+from worker.outcomes import FleetFault
 
 
 def test_histogram_buckets_are_cumulative_and_end_with_count() -> None:
@@ -26,3 +35,57 @@ def test_labels_cannot_break_the_field_format() -> None:
 
 def test_queue_keys_follow_kombu_global_prefix_and_priorities() -> None:
     assert queue_keys("ns", "ns") == ["ns:ns", "ns:ns\x06\x163", "ns:ns\x06\x166", "ns:ns\x06\x169"]
+
+
+# -- the pause gauge, read from a real Redis at scrape time ----------------------------------
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[tuple[Redis, str]]:
+    redis = Redis.from_url(redis_url)
+    prefix = f"unit-metrics-{uuid.uuid4().hex[:10]}"
+    try:
+        yield redis, prefix
+    finally:
+        for key in redis.scan_iter(f"{prefix}:*"):
+            redis.delete(key)
+        redis.close()
+
+
+def paused_samples(collector: MetricsCollector) -> dict[str, float]:
+    families = {family.name: family for family in collector.collect()}
+    return {s.labels["fault"]: s.value for s in families["seat_revoker_paused"].samples}
+
+
+def test_paused_gauge_counts_pauses_in_force_by_fault(redis_prefix: tuple[Redis, str]) -> None:
+    redis, prefix = redis_prefix
+    pauses = FleetPause(redis, f"{prefix}:pause", probe_seconds=30)
+    collector = MetricsCollector(redis, f"{prefix}:metrics", count_by_state=dict,
+                                 queue_keys=[], pause_prefix=f"{prefix}:pause")
+    assert paused_samples(collector) == {fault.value: 0 for fault in FleetFault}
+
+    pauses.pause("token-a:2026-04", FleetFault.TOKEN_INVALID, 401)
+    pauses.pause("token-b:2026-04", FleetFault.TOKEN_INVALID, 401)
+    pauses.pause("token-a:2026-10", FleetFault.API_VERSION, 404)
+    assert redis.exists(f"{prefix}:pause:token-a:2026-04:probe")  # probe locks are not pauses
+    assert paused_samples(collector) == {"token_invalid": 2, "api_version": 1, "forbidden": 0}
+
+    pauses.resume("token-a:2026-04")
+    pauses.resume("token-a:2026-10")
+    assert paused_samples(collector) == {"token_invalid": 1, "api_version": 0, "forbidden": 0}
+
+
+def test_paused_gauge_is_absent_without_a_pause_prefix(redis_prefix: tuple[Redis, str]) -> None:
+    redis, prefix = redis_prefix
+    collector = MetricsCollector(redis, f"{prefix}:metrics", count_by_state=dict, queue_keys=[])
+    assert "seat_revoker_paused" not in {family.name for family in collector.collect()}
+
+
+def test_paused_gauge_failure_is_a_redis_scrape_error() -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    collector = MetricsCollector(dead, "x:metrics", count_by_state=dict, queue_keys=[],
+                                 pause_prefix="x:pause")
+    families = {family.name: family for family in collector.collect()}
+    assert "seat_revoker_paused" not in families
+    errors = {s.labels["source"]: s.value for s in families["seat_revoker_scrape_error"].samples}
+    assert errors == {"store": 0, "redis": 1}

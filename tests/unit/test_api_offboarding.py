@@ -47,11 +47,43 @@ def test_keys_differ_between_deliveries_and_stay_printable() -> None:
     assert weird.isascii() and " " not in weird and len(weird) < 200
 
 
-def test_seat_only_target_drops_the_person_but_keeps_it_in_the_reason() -> None:
+def test_seat_only_target_keeps_the_person_and_leaves_the_guard_to_the_producer() -> None:
+    # Accepted here whatever the store knows: the producer guards it through the seat's
+    # known subscription/order, or refuses it (the webhook then answers 422).
     (request,) = to_requests(event([{"seat_id": SEAT}]), "msg_1")
-    assert request.seat_id == SEAT
-    assert request.email is None and request.external_id is None
-    assert request.reason is not None and "jane@acme.com" in request.reason
+    assert request.seat_id == SEAT and request.subscription_id is None
+    assert (request.email, request.external_id) == ("jane@acme.com", "E-1042")
+    assert request.guard is True
+    assert request.reason == "termination"
+
+
+def test_guard_false_opts_one_target_out_of_the_occupant_check() -> None:
+    unguarded, guarded = to_requests(
+        event([{"seat_id": SEAT, "guard": False}, {"seat_id": SEAT, "subscription_id": SUB}]),
+        "msg_1",
+    )
+    assert (unguarded.seat_id, unguarded.guard, unguarded.email) == (SEAT, False, "jane@acme.com")
+    assert guarded.guard is True and guarded.subscription_id == SUB
+
+
+def test_member_and_customer_ids_go_with_every_target() -> None:
+    person = {"member_id": str(uuid.uuid4()), "customer_id": str(uuid.uuid4())}
+    for request in to_requests(
+        event([{"seat_id": SEAT}, {"order_id": ORDER}], person=person), "msg_1"
+    ):
+        assert (request.member_id, request.customer_id) == (person["member_id"],
+                                                            person["customer_id"])
+
+
+def test_guard_alone_is_not_a_target() -> None:
+    with pytest.raises(ValidationError, match="target needs seat_id"):
+        event([{"guard": False}])
+
+
+def test_a_non_boolean_guard_is_refused_at_its_place() -> None:
+    with pytest.raises(ValidationError) as caught:
+        event([{"seat_id": SEAT, "guard": "sometimes"}])
+    assert caught.value.errors()[0]["loc"] == ("data", "targets", 0, "guard")
 
 
 def test_effective_at_is_kept() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from config.settings import ConfigError, RateLimit, Settings
+from config.settings import SUPPORTED_POLAR_API_VERSIONS, ConfigError, RateLimit, Settings
 
 TOKEN = "polar_oat_Zx9SecretTokenValue42"
 
@@ -37,6 +37,8 @@ def test_defaults() -> None:
     assert settings.polar_api_version is None
     assert settings.polar_access_token is None
     assert settings.polar_access_token_file is None
+    assert settings.pause_probe_seconds == 30.0
+    assert settings.allow_unguarded is False
 
 
 def test_production_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,7 +145,8 @@ def test_invalid_rate_limit_in_env_fails_settings(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        pytest.param("2026-04", "2026-04", id="YYYY-MM is accepted"),
+        pytest.param("2026-04", "2026-04", id="Polar's default version is accepted"),
+        pytest.param("2026-10", "2026-10", id="the newer served version is accepted"),
         pytest.param("", None, id="an empty version means none"),
     ],
 )
@@ -169,6 +172,69 @@ def test_api_version_invalid(monkeypatch: pytest.MonkeyPatch, value: str) -> Non
     with pytest.raises(ValidationError) as info:
         load()
     assert f"POLAR_API_VERSION {value!r} is not of the form YYYY-MM" in str(info.value)
+
+
+def test_served_versions_are_polars() -> None:
+    assert SUPPORTED_POLAR_API_VERSIONS == ("2026-04", "2026-10")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("2025-12", id="an older version Polar no longer serves"),
+        pytest.param("2026-05", id="a month between served versions"),
+        pytest.param("2099-01", id="a future version"),
+    ],
+)
+def test_unsupported_api_version_names_the_allowed_ones(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("POLAR_API_VERSION", value)
+    with pytest.raises(ValidationError) as info:
+        load()
+    message = str(info.value)
+    assert f"POLAR_API_VERSION {value!r} is not a version Polar serves" in message
+    assert "2026-04, 2026-10" in message
+    assert "polar_api_version" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("0.5", 0.5, id="a fraction of a second"),
+        pytest.param("120", 120.0, id="minutes"),
+    ],
+)
+def test_pause_probe_seconds(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: float
+) -> None:
+    monkeypatch.setenv("PAUSE_PROBE_SECONDS", value)
+    assert load().pause_probe_seconds == expected
+
+
+@pytest.mark.parametrize("value", [pytest.param("0", id="zero"), pytest.param("-1", id="negative")])
+def test_pause_probe_seconds_must_be_positive(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("PAUSE_PROBE_SECONDS", value)
+    with pytest.raises(ValidationError, match="pause_probe_seconds"):
+        load()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("true", True, id="true"),
+        pytest.param("1", True, id="1"),
+        pytest.param("false", False, id="false"),
+        pytest.param("0", False, id="0"),
+    ],
+)
+def test_allow_unguarded_from_env(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("ALLOW_UNGUARDED", value)
+    assert load().allow_unguarded is expected
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ Offboarding webhooks in, seat revocations out.
 * `POST /v1/events/offboarding`: Standard Webhooks signed events (secrets `WEBHOOK_SECRETS`).
 * `/v1/revocations`, `/v1/batches`: REST for producers and dashboards
   (`Authorization: Bearer <API key>`, keys from `API_KEYS`).
-* `/dashboard`: the ops page; `/metrics`, `/healthz`, `/readyz`: operations.
+* `/dashboard`: the ops page; `/metrics`, `/healthz`, `/readyz`: operations (`/readyz`
+  answers 503 with the reasons while the queue is paused).
 """
 
 
@@ -77,6 +78,7 @@ def create_app(
             count_by_state=store.count_by_state,
             queue_keys=queue_keys(settings.namespace, settings.queue_name),
             unacked_key=settings.redis_key("unacked"),
+            pause_prefix=settings.redis_key("pause"),
         )
     )
     app.state.metrics_registry = registry

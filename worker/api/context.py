@@ -10,6 +10,7 @@ from redis import Redis
 
 from config.settings import Settings
 from worker.api.settings import ApiSettings
+from worker.fleetpause import FleetPause
 from worker.producer import Producer
 from worker.store import Store
 from worker.webhooks import WebhookVerifier
@@ -41,6 +42,15 @@ class ApiContext:
                     self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2
                 )
             return self._redis
+
+    @property
+    def pause(self) -> FleetPause:
+        """The queue's pause switch, as the workers build it (reads and resumes only)."""
+        return FleetPause(
+            self.redis,
+            self.settings.redis_key("pause"),
+            probe_seconds=self.settings.pause_probe_seconds,
+        )
 
     def close(self) -> None:
         if self._redis is not None:

@@ -3,13 +3,16 @@
 One ``RevocationInput`` per target, keyed ``webhook:<hash of webhook-id>:<target index>`` so
 a redelivered event maps onto the same requests.
 
+The event's person goes with every target, so the record always says whom it was about:
+
 - ``{seat_id, subscription_id|order_id}`` → revoke that seat, guarded by the person (the
   worker reads the seat list and checks the occupant before deleting).
 - ``{subscription_id}`` / ``{order_id}`` → revoke the person's seat in that container.
-- ``{seat_id}`` alone → revoke that seat **without** the person: ``RevocationInput`` refuses
-  a person without a subscription/order (the seat list is the only place Polar shows who
-  holds a seat, so there is nothing to check them against). The person still goes into the
-  request's ``reason`` text so the record says whom the event was about.
+- ``{seat_id}`` alone → the producer decides: it guards the seat through the
+  subscription/order the store knows for it, and otherwise refuses the whole event (422,
+  "… add subscription_id or order_id, or guard: false"; nothing is enqueued).
+- ``{seat_id, "guard": false}`` → revoke that seat without checking who holds it (for a
+  seat whose subscription/order the sender does not know). The record shows it.
 
 ``effective_at`` (the person's last day) makes every request ``scheduled`` until then.
 """
@@ -26,7 +29,7 @@ from worker.requests import RevocationInput
 EVENT_TYPE = "employee.offboarded"
 REQUESTED_BY = "webhook:offboarding"
 _PERSON_FIELDS = ("email", "external_id", "member_id", "customer_id")
-_TARGET_FIELDS = ("seat_id", "subscription_id", "order_id")
+_TARGET_FIELDS = ("seat_id", "subscription_id", "order_id", "guard")
 
 
 class Person(BaseModel):
@@ -50,10 +53,15 @@ class Target(BaseModel):
     seat_id: str | None = Field(None, max_length=100)
     subscription_id: str | None = Field(None, max_length=100)
     order_id: str | None = Field(None, max_length=100)
+    guard: bool = Field(
+        True,
+        description="false: revoke seat_id without checking who holds it, when its "
+        "subscription/order is unknown (the seat may have been reassigned)",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> Target:
-        if not any(getattr(self, name) for name in _TARGET_FIELDS):
+        if not (self.seat_id or self.subscription_id or self.order_id):
             raise ValueError("target needs seat_id, subscription_id or order_id")
         return self
 
@@ -79,8 +87,11 @@ class OffboardingEvent(BaseModel):
                     "data": {
                         "person": {"email": "jane@acme.com", "external_id": "E-1042"},
                         "targets": [
-                            {"seat_id": "4f1c2b9e-0000-4000-8000-000000000001"},
-                            {"subscription_id": "9a0e1d2c-0000-4000-8000-000000000002"},
+                            {"seat_id": "4f1c2b9e-0000-4000-8000-000000000001",
+                             "subscription_id": "9a0e1d2c-0000-4000-8000-000000000002"},
+                            {"order_id": "7b3d5e1f-0000-4000-8000-000000000003"},
+                            {"seat_id": "c2d4e6f8-0000-4000-8000-000000000004",
+                             "guard": False},
                         ],
                         "reason": "termination",
                         "effective_at": None,
@@ -107,34 +118,26 @@ def idempotency_key(webhook_id: str, index: int) -> str:
     return f"webhook:{digest}:{index}"
 
 
-def _reason(data: OffboardingData, target: Target, person_dropped: bool) -> str | None:
-    parts = [data.reason] if data.reason else []
-    if person_dropped:
-        who = ", ".join(
-            f"{name}={getattr(data.person, name)}"
-            for name in _PERSON_FIELDS
-            if getattr(data.person, name)
-        )
-        parts.append(f"person {who}")
-    return "; ".join(parts)[:2000] or None
-
-
 def to_requests(event: OffboardingEvent, webhook_id: str) -> list[RevocationInput]:
-    """One request per target, or ``MappingError`` naming every bad field."""
+    """One request per target, or ``MappingError`` naming every bad field.
+
+    Whether a bare seat id may go unguarded is the producer's decision (it knows the
+    store); this mapping keeps the person and passes ``guard=False`` only when asked.
+    """
     data = event.data
     out: list[RevocationInput] = []
     errors: list[dict[str, Any]] = []
+    person = data.person.model_dump(exclude_none=True)
     for index, target in enumerate(data.targets):
-        container = target.subscription_id or target.order_id
-        person_dropped = bool(target.seat_id and not container)
-        fields: dict[str, Any] = target.model_dump(exclude_none=True)
-        if not person_dropped:
-            fields.update(data.person.model_dump(exclude_none=True))
+        fields: dict[str, Any] = target.model_dump(exclude_none=True, exclude={"guard"})
+        fields.update(person)
+        if not target.guard:
+            fields["guard"] = False
         if data.effective_at is not None:
             fields["effective_at"] = data.effective_at
         fields.update(
             key=idempotency_key(webhook_id, index),
-            reason=_reason(data, target, person_dropped),
+            reason=data.reason or None,
             requested_by=REQUESTED_BY,
         )
         try:

@@ -36,6 +36,11 @@ class RevocationIn(BaseModel):
     external_id: str | None = Field(None, max_length=200)
     key: str | None = Field(None, max_length=200, description="Idempotency key")
     reason: str | None = Field(None, max_length=2000)
+    guard: bool = Field(
+        True,
+        description="false: revoke a bare seat_id without checking who holds it (when its "
+        "subscription/order is unknown); the seat may have been reassigned",
+    )
 
 
 class HistoryEntry(BaseModel):
@@ -48,8 +53,24 @@ class HistoryEntry(BaseModel):
 class RevocationOut(BaseModel):
     id: str
     idempotency_key: str
-    state: str
-    seat_id: str | None
+    state: str = Field(description="needs_review: who holds the seat could not be decided; "
+                       "nothing was deleted, outcome_detail says what to check")
+    outcome_detail: str | None = Field(
+        None, description="Why the request ended as it did, for operators"
+    )
+    seat_id: str | None = Field(description="The seat revoked (or to revoke)")
+    requested_seat_id: str | None = Field(
+        None, description="The seat id the producer named, when it was stale and the "
+        "person's seat in the same subscription/order was revoked instead",
+    )
+    guarded: bool = Field(
+        True, description="false: revoked without checking who holds the seat"
+    )
+    end_state_verified: bool | None = Field(
+        None, description="Whether the seat list showed the person holding no active seat "
+        "at the end (null: not checked)",
+    )
+    verified_at: datetime | None = None
     mode: str
     subscription_id: str | None
     order_id: str | None
@@ -77,6 +98,7 @@ class RevocationOut(BaseModel):
         cls, record: RevocationRequest, history: list[RequestEvent] | None = None
     ) -> RevocationOut:
         data = {name: getattr(record, name) for name in cls.model_fields if name != "history"}
+        data["guarded"] = data["guarded"] is not False  # None: not yet flushed, default on
         out = cls(**data)
         if history is not None:
             out.history = [
@@ -108,6 +130,10 @@ class BatchOut(BaseModel):
     counts: dict[str, int]
     finished: int
     done: bool
+    succeeded: int = Field(0, description="Requests whose outcome is a success")
+    needs_attention: int = Field(
+        0, description="Requests that are failed or needs_review: not successful"
+    )
     elapsed_s: float | None = None
 
 

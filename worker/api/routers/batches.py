@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from worker.api.auth import Caller
 from worker.api.context import ApiContext, get_context
+from worker.api.refusals import refusal_text
 from worker.api.schemas import (
     BatchCreated,
     BatchOut,
@@ -94,15 +95,21 @@ async def upload(
             errors=[LineErrorOut(line=e.line, message=e.message) for e in exc.errors[:1000]],
         )
         return JSONResponse(rejected.model_dump(), status_code=422)
-    result = await run_in_threadpool(
-        lambda: context.producer.submit_batch(
-            parsed.requests,
-            name=name or filename,
-            source=f"api:{filename}" if filename else "api",
-            requested_by=caller,
-            lines=[row.line for row in parsed.rows],
+    try:
+        result = await run_in_threadpool(
+            lambda: context.producer.submit_batch(
+                parsed.requests,
+                name=name or filename,
+                source=f"api:{filename}" if filename else "api",
+                requested_by=caller,
+                lines=[row.line for row in parsed.rows],
+            )
         )
-    )
+    except ValueError as exc:  # refused by the producer (e.g. an unguarded seat id)
+        rejected = BatchRejected(
+            detail=f"{refusal_text(exc)}; nothing was enqueued", errors=[]
+        )
+        return JSONResponse(rejected.model_dump(), status_code=422)
     return BatchCreated(
         batch_id=result.batch_id,
         total=result.total,
@@ -150,7 +157,7 @@ def _batch_out(summary: BatchSummary, elapsed_s: float | None = None) -> BatchOu
         id=batch.id, name=batch.name, source=batch.source, total=summary.total,
         requested_by=batch.requested_by, created_at=batch.created_at,
         counts=summary.counts, finished=summary.finished, done=summary.done,
-        elapsed_s=elapsed_s,
+        succeeded=summary.succeeded, needs_attention=summary.attention, elapsed_s=elapsed_s,
     )
 
 
@@ -181,7 +188,8 @@ def batch(batch_id: str, _: Caller, context: Context) -> BatchOut:
     out = _batch_out(summary, elapsed_s=round(progress.elapsed_s, 3))
     return out.model_copy(
         update={"counts": progress.counts, "total": progress.total, "done": progress.done,
-                "finished": progress.finished}
+                "finished": progress.finished, "succeeded": progress.succeeded,
+                "needs_attention": progress.attention}
     )
 
 

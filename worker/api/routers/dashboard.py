@@ -16,11 +16,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from redis.exceptions import RedisError
 
 from worker.api import auth
 from worker.api.context import ApiContext, get_context
 from worker.api.routers.revocations import retry_request
-from worker.outcomes import State
+from worker.fleetpause import PauseInfo
+from worker.logs import get_logger
+from worker.outcomes import ATTENTION_STATES, State
 from worker.queries import (
     BatchSummary,
     Page,
@@ -31,6 +34,7 @@ from worker.queries import (
     list_requests,
 )
 
+log = get_logger("seat_revoker.api.dashboard")
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 Context = Annotated[ApiContext, Depends(get_context)]
@@ -41,9 +45,11 @@ SEGMENTS = [
     (State.ALREADY_REVOKED, "ok2"),
     (State.NO_ACTIVE_SEAT, "warn"),
     (State.OCCUPANT_MISMATCH, "warn2"),
+    (State.NEEDS_REVIEW, "review"),
     (State.FAILED, "bad"),
     (State.CANCELLED, "muted"),
 ]
+ATTENTION = sorted(s.value for s in ATTENTION_STATES)
 
 
 def _user(request: Request, context: Context) -> str:
@@ -101,9 +107,10 @@ def dashboard(
 ) -> Response:
     store = context.store
     summaries, batch_total = list_batches(store, limit=10)
-    failures = list_requests(store, RequestFilter(states=["failed"]), limit=20)
+    failures = list_requests(store, RequestFilter(states=ATTENTION), limit=20)
     search = _search(context, q.strip())
     counts = store.count_by_state()
+    pauses, pause_error = _pauses(context)
     return templates.TemplateResponse(
         request,
         "dashboard.html",
@@ -120,8 +127,20 @@ def dashboard(
             "csrf": auth.csrf_token(request, context.api),
             "notice": notice,
             "states": [s.value for s in State],
+            "pauses": pauses,
+            "pause_error": pause_error,
+            "retryable": ATTENTION,
         },
     )
+
+
+def _pauses(context: ApiContext) -> tuple[list[PauseInfo], str | None]:
+    """Pauses in force, or why they could not be read (shown instead of hiding it)."""
+    try:
+        return context.pause.all(), None
+    except RedisError as exc:
+        log.warning("dashboard.pauses_unreadable", error=type(exc).__name__)
+        return [], f"Could not read the queue's pause state from Redis ({type(exc).__name__})."
 
 
 def _search(context: ApiContext, q: str) -> Page | None:
@@ -155,7 +174,9 @@ def _batch_view(summary: BatchSummary) -> dict[str, Any]:
 def _fingerprint(context: ApiContext) -> str:
     counts = context.store.count_by_state()
     changed = last_change(context.store)
-    raw = f"{sorted(counts.items())}|{changed.isoformat() if changed else ''}"
+    pauses, error = _pauses(context)
+    paused = ",".join(f"{p.scope}:{p.fault}:{p.since}" for p in pauses) or (error or "")
+    raw = f"{sorted(counts.items())}|{changed.isoformat() if changed else ''}|{paused}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from worker.api.context import ApiContext, get_context
 from worker.api.offboarding import EVENT_TYPE, MappingError, OffboardingEvent, to_requests
+from worker.api.refusals import refused
 from worker.api.schemas import WebhookAccepted, WebhookIgnored
 from worker.logs import get_logger
 from worker.models import WebhookDelivery
@@ -99,7 +100,13 @@ async def offboarding(
         ) from None
     except MappingError as exc:
         raise RequestValidationError(exc.errors) from None
-    answer = await run_in_threadpool(accept_delivery, context, delivery.webhook_id, requests)
+    try:
+        answer = await run_in_threadpool(
+            accept_delivery, context, delivery.webhook_id, requests
+        )
+    except ValueError as exc:  # refused by the producer before anything was written
+        log.info("webhook.refused", webhook_id=delivery.webhook_id, error=str(exc)[:200])
+        raise refused(exc, ("body", "data", "targets")) from None
     return JSONResponse(answer, status_code=status.HTTP_202_ACCEPTED)
 
 

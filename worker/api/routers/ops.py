@@ -3,6 +3,7 @@ they expose counts, never request contents)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -22,13 +23,20 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is down; it is named"}})
+@router.get(
+    "/readyz",
+    responses={503: {"description": "A dependency is down (it is named), or the queue is "
+                     "paused (`pauses` gives each pause's fault, hint and since)"}},
+)
 def readyz(context: Context) -> JSONResponse:
-    """Redis answers PING and the database answers SELECT 1."""
+    """Redis answers PING, the database answers SELECT 1, and no queue pause is in force."""
     checks: dict[str, str] = {}
+    pauses: list[dict[str, Any]] = []
     try:
         context.redis.ping()
         checks["redis"] = "ok"
+        pauses = [{**asdict(p), "message": p.message} for p in context.pause.all()]
+        checks["queue"] = "paused" if pauses else "ok"
     except Exception as exc:
         checks["redis"] = f"down: {type(exc).__name__}"
     try:
@@ -37,17 +45,20 @@ def readyz(context: Context) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"down: {type(exc).__name__}"
-    down = [name for name, state in checks.items() if state != "ok"]
-    body: dict[str, Any] = {"status": "ready" if not down else "unavailable", "checks": checks}
+    down = [name for name, state in checks.items() if state not in ("ok", "paused")]
+    status = "unavailable" if down else "paused" if pauses else "ready"
+    body: dict[str, Any] = {"status": status, "checks": checks}
     if down:
         body["down"] = down
-    return JSONResponse(body, status_code=503 if down else 200)
+    if pauses:
+        body["pauses"] = pauses
+    return JSONResponse(body, status_code=503 if down or pauses else 200)
 
 
 @router.get("/metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 def metrics(request: Request) -> Response:
     """Prometheus text format: requests by state, Polar calls by status and latency,
-    retries, rate-limit waits, queue depth."""
+    retries, rate-limit waits, queue depth, queue pauses by fault."""
     registry = request.app.state.metrics_registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

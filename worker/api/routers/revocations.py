@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from worker.api.auth import Caller
 from worker.api.context import ApiContext, get_context
+from worker.api.refusals import refused
 from worker.api.schemas import RevocationIn, RevocationOut, RevocationPage, SubmitOut
 from worker.outcomes import State
 from worker.queries import STATE_GROUPS, InvalidCursor, RequestFilter, list_requests
@@ -50,7 +51,10 @@ def submit(
         request = RevocationInput(**fields, requested_by=caller)
     except ValidationError as exc:
         raise validation_error(exc, ("body",)) from None
-    result = context.producer.submit(request)
+    try:
+        result = context.producer.submit(request)
+    except ValueError as exc:  # refused by the producer (e.g. an unguarded seat id)
+        raise refused(exc, ("body",)) from None
     if not result.created:
         response.status_code = status.HTTP_200_OK
     return SubmitOut(created=result.created, request=RevocationOut.of(result.record))
@@ -130,10 +134,11 @@ def get_revocation(request_id: str, _: Caller, context: Context) -> RevocationOu
     "/{request_id}/retry",
     response_model=RevocationOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={404: {}, 409: {"description": "The request is not failed"}},
+    responses={404: {}, 409: {"description": "The request is not failed or needs_review"}},
 )
 def retry(request_id: str, caller: Caller, context: Context) -> RevocationOut:
-    """Send a failed request again (same idempotency key, a new attempt)."""
+    """Send a failed or needs_review request again (same idempotency key, a new attempt).
+    For needs_review, fix what ``outcome_detail`` names first."""
     return RevocationOut.of(retry_request(context, request_id))
 
 

@@ -1,0 +1,166 @@
+"""Operator commands without workers: queue health (`status`), `resume`, and how `failed`,
+`retry` and `status ID` treat needs_review. Real Redis (``redis_url``) and a SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from redis import Redis
+
+from config.settings import Settings
+from worker.cli import EXIT_PAUSED, main
+from worker.fleetpause import FleetPause
+from worker.outcomes import FleetFault
+from worker.store import Store
+
+
+class Env:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings, self.redis = settings, redis
+        self.pause = FleetPause(redis, settings.redis_key("pause"), probe_seconds=30)
+        self.store = Store.from_url(settings.database_url)
+
+    def run(self, *args: str) -> Result:
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    def seed(self, state: str, **changes: Any) -> str:
+        request_id = str(uuid.uuid4())
+        self.store.add_requests([{"id": request_id, "idempotency_key": f"t:{request_id}",
+                                  "seat_id": str(uuid.uuid4()), "state": "queued"}])
+        self.store.update(request_id, state=state, **changes)
+        return request_id
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    names = {name.upper() for name in Settings.model_fields}
+    for var in list(os.environ):
+        if var.upper() in names:
+            monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    namespace = f"cli-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("NAMESPACE", namespace)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    redis = Redis.from_url(redis_url)
+    environment = Env(Settings(), redis)
+    try:
+        yield environment
+    finally:
+        for key in redis.scan_iter(f"{namespace}:*"):
+            redis.delete(key)
+        redis.close()
+        environment.store.engine.dispose()
+
+
+def test_status_without_id_says_no_pause(env: Env) -> None:
+    done = env.run("status")
+    assert done.exit_code == 0, done.output
+    assert "no pause" in done.output
+    data = json.loads(env.run("status", "--json").output)
+    assert data["paused"] is False and data["pauses"] == []
+
+
+def test_status_without_id_shows_each_pause_and_exits_3(env: Env) -> None:
+    info = env.pause.pause("tok:1:2026-04", FleetFault.FORBIDDEN, 403)
+    done = env.run("status")
+    assert done.exit_code == EXIT_PAUSED == 3, done.output
+    assert "queue paused" in done.output and "forbidden" in done.output
+    assert info.since in done.output and "tok:1:2026-04" in done.output
+    assert "customer_seats:write" in done.output  # the hint of the fault
+    as_json = env.run("status", "--json")
+    assert as_json.exit_code == 3
+    data = json.loads(as_json.output)
+    assert data["paused"] is True
+    (shown,) = data["pauses"]
+    assert (shown["fault"], shown["status"], shown["message"]) == ("forbidden", 403, info.message)
+
+
+def test_status_without_id_counts_what_needs_attention(env: Env) -> None:
+    env.seed("needs_review", outcome_detail="two seats match")
+    env.seed("failed", last_error="404 ResourceNotFound")
+    env.seed("revoked")
+    done = env.run("status")
+    assert done.exit_code == 0
+    assert "needing attention: 1 failed, 1 needs_review" in done.output
+    data = json.loads(env.run("status", "--json").output)
+    assert data["needs_attention"] == {"failed": 1, "needs_review": 1}
+
+
+def test_resume_clears_the_only_pause(env: Env) -> None:
+    assert "no pause in force" in env.run("resume").output
+    env.pause.pause("tok:1:2026-04", FleetFault.TOKEN_INVALID, 401)
+    done = env.run("resume")
+    assert done.exit_code == 0 and "resumed tok:1:2026-04" in done.output
+    assert env.pause.all() == []
+    assert env.run("status").exit_code == 0
+
+
+def test_resume_with_several_pauses_needs_a_scope_or_all(env: Env) -> None:
+    env.pause.pause("tok:1:2026-04", FleetFault.TOKEN_INVALID, 401)
+    env.pause.pause("tok:2:2026-04", FleetFault.API_VERSION, 404)
+    ambiguous = env.run("resume")
+    assert ambiguous.exit_code == 2 and "--all" in ambiguous.output
+    assert len(env.pause.all()) == 2
+    one = env.run("resume", "tok:2:2026-04")
+    assert one.exit_code == 0 and [p.scope for p in env.pause.all()] == ["tok:1:2026-04"]
+    unknown = env.run("resume", "tok:9:2026-04")
+    assert unknown.exit_code == 1 and "no pause with scope" in unknown.output
+    assert env.run("resume", "--all", "tok:1:2026-04").exit_code == 2
+    everything = env.run("resume", "--all")
+    assert everything.exit_code == 0 and env.pause.all() == []
+
+
+def test_failed_lists_failed_and_needs_review_with_the_detail(env: Env) -> None:
+    review = env.seed("needs_review", outcome_detail="two seats of jane@acme.com match")
+    failed = env.seed("failed", last_error="404 ResourceNotFound", last_http_status=404)
+    env.seed("revoked")
+    listed = [json.loads(line) for line in env.run("failed", "--json").output.splitlines()]
+    assert {r["id"]: r["state"] for r in listed} == {review: "needs_review", failed: "failed"}
+    shown = {r["id"]: r for r in listed}
+    assert shown[review]["outcome_detail"] == "two seats of jane@acme.com match"
+    table = env.run("failed").output
+    assert "failed or needs review: 2" in table and "detail" in table
+
+
+def test_retry_all_failed_covers_needs_review(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    review, failed = env.seed("needs_review"), env.seed("failed")
+    env.seed("revoked")
+    retried: list[str] = []
+    monkeypatch.setattr("worker.producer.Producer.retry",
+                        lambda self, request_id: retried.append(request_id))
+    done = env.run("retry", "--all-failed")
+    assert done.exit_code == 0 and "retried 2 request(s)" in done.output
+    assert sorted(retried) == sorted([review, failed])
+
+
+@pytest.mark.parametrize(
+    ("state", "code"),
+    [("needs_review", 1), ("failed", 1), ("cancelled", 1), ("revoked", 0),
+     ("occupant_mismatch", 0), ("queued", 0)],
+)
+def test_status_of_a_request_exits_1_unless_it_succeeded_or_is_in_flight(
+    env: Env, state: str, code: int
+) -> None:
+    request_id = env.seed(state) if state != "queued" else env.seed("running")
+    assert env.run("status", request_id).exit_code == code
+
+
+def test_status_json_shows_the_identity_and_proof_fields(env: Env) -> None:
+    request_id = env.seed("needs_review", outcome_detail="check the email",
+                          guarded=False, requested_seat_id=None)
+    data = json.loads(env.run("status", request_id, "--json").output)
+    assert (data["state"], data["outcome_detail"], data["guarded"]) == (
+        "needs_review", "check the email", False)
+    assert {"requested_seat_id", "end_state_verified", "verified_at"} <= set(data)
+    human = env.run("status", request_id).output
+    assert "needs_review" in human and "check the email" in human and "guarded" in human
