@@ -471,14 +471,44 @@ def retry(request_id: str | None, all_failed: bool, since: Any,
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", "-p", type=int, default=8800, show_default=True)
-@click.option("--rate-limit", default=None, help="e.g. 100/minute (default: unlimited).")
+@click.option("--rate-limit", default=None,
+              help="Fixed window per organization, e.g. 100/minute as Polar's sandbox "
+              "(default: unlimited).")
 @click.option("--token", "tokens", multiple=True,
               help="Accepted organization token (repeatable; default: the sandbox token).")
-def sandbox(host: str, port: int, rate_limit: str | None, tokens: tuple[str, ...]) -> None:
-    """Run the local Polar stand-in (seat endpoints, rate limit, fault injection)."""
+@click.option("--legacy-member-model", is_flag=True,
+              help="Seats assigned from now on take the legacy shape (member model off: "
+              "customer_id is the holder's own customer).")
+@click.option("--background-usage", type=click.FloatRange(0, 1), default=0.0,
+              show_default=True,
+              help="Share of each rate-limit window another integration of the organization "
+              "spends.")
+@click.option("--seats-disabled", is_flag=True,
+              help="403 FeatureNotEnabled: seat-based pricing off for the organization.")
+@click.option("--scopes-missing", is_flag=True,
+              help="403 insufficient_scope for the organization token.")
+@click.option("--revoked-token", "revoked_tokens", multiple=True,
+              help="A token answered 401 invalid_token (repeatable).")
+@click.option("--version", "versions", multiple=True,
+              help="Polar-Version values served (repeatable; default 2026-04 and 2026-10).")
+@click.option("--latency-ms", type=click.IntRange(0), default=0, show_default=True,
+              help="Added to every Polar API call.")
+@click.option("--legacy-rerevoke", is_flag=True,
+              help="Revoking a revoked seat bumps revoked_at again, as older Polar did.")
+def sandbox(host: str, port: int, rate_limit: str | None, tokens: tuple[str, ...],
+            legacy_member_model: bool, background_usage: float, seats_disabled: bool,
+            scopes_missing: bool, revoked_tokens: tuple[str, ...], versions: tuple[str, ...],
+            latency_ms: int, legacy_rerevoke: bool) -> None:
+    """Run the local Polar stand-in: both organization modes, fixed-window rate limit,
+    Polar-Version handling, portal sessions, identity reads and fault injection (control
+    routes under /_sandbox/)."""
     from worker.sandbox import serve
 
-    serve(host=host, port=port, rate_limit=rate_limit, tokens=list(tokens))
+    serve(host=host, port=port, rate_limit=rate_limit, tokens=list(tokens),
+          member_model_enabled=not legacy_member_model, background_usage=background_usage,
+          seats_enabled=not seats_disabled, scopes_missing=scopes_missing,
+          revoked_tokens=list(revoked_tokens), versions=list(versions) or None,
+          latency_ms=latency_ms, legacy_rerevoke=legacy_rerevoke)
 
 
 @main.command()

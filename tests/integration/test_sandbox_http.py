@@ -18,6 +18,7 @@ from worker.sandbox_control import SandboxControl
 
 ORG = {"Authorization": f"Bearer {DEFAULT_SANDBOX_TOKEN}"}
 UNAUTHORIZED = {"error": "Unauthorized", "detail": "Unauthorized"}
+INVALID_TOKEN = "invalid_token"
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +75,11 @@ def test_revoke_and_rerevoke(control: SandboxControl, api: httpx.Client) -> None
     assert control.seat(seat["id"])["status"] == "revoked"
 
 
-def test_legacy_rerevoke_and_include_member_knobs(
-    control: SandboxControl, api: httpx.Client
-) -> None:
-    control.configure(legacy_rerevoke=True, include_member=False)
+def test_legacy_rerevoke_knob(control: SandboxControl, api: httpx.Client) -> None:
+    control.configure(legacy_rerevoke=True)
     [seat] = seed(control)
     first = api.delete(f"/v1/customer-seats/{seat['id']}", headers=ORG).json()
-    assert "member" not in first
+    assert first["member"] is None  # present in every version, null once revoked
     time.sleep(0.01)
     second = api.delete(f"/v1/customer-seats/{seat['id']}", headers=ORG).json()
     assert second["revoked_at"] > first["revoked_at"]
@@ -153,28 +152,38 @@ def test_non_uuid_is_422(control: SandboxControl, api: httpx.Client) -> None:
     body = response.json()
     assert body["error"] == "RequestValidationError"
     [error] = body["detail"]
-    assert error["loc"] == ["path", "id"] and error["type"] == "uuid_parsing"
-    assert error["msg"]
+    assert error["loc"] == ["path", "seat_id"] and error["type"] == "uuid_parsing"
+    assert error["msg"] and error["input"] == "not-a-uuid"
+    other_version = api.delete(f"/v1/customer-seats/{uuid.uuid1()}", headers=ORG)
+    assert other_version.status_code == 422
+    assert other_version.json()["detail"][0]["type"] == "uuid_version"
 
 
 @pytest.mark.parametrize(
-    ("path", "headers"),
+    ("path", "headers", "error"),
     [
-        ("/v1/customer-seats/{id}", {}),
-        ("/v1/customer-seats/{id}", {"Authorization": "Bearer polar_oat_wrong"}),
-        ("/v1/customer-seats/{id}", {"Authorization": DEFAULT_SANDBOX_TOKEN}),  # no scheme
-        ("/v1/customer-portal/seats/{id}", ORG),  # org token on a portal route
-        ("/v1/customer-portal/seats/{id}", {"Authorization": "Bearer polar_cst_forged"}),
+        ("/v1/customer-seats/{id}", {}, "Unauthorized"),
+        ("/v1/customer-seats/{id}", {"Authorization": "Bearer polar_oat_wrong"}, INVALID_TOKEN),
+        ("/v1/customer-seats/{id}", {"Authorization": DEFAULT_SANDBOX_TOKEN}, "Unauthorized"),
+        ("/v1/customer-portal/seats/{id}", ORG, "Unauthorized"),  # org token on the portal
+        ("/v1/customer-portal/seats/{id}", {"Authorization": "Bearer polar_cst_forged"},
+         INVALID_TOKEN),
     ],
 )
 def test_unauthorized(
-    control: SandboxControl, api: httpx.Client, path: str, headers: dict[str, str]
+    control: SandboxControl, api: httpx.Client, path: str, headers: dict[str, str], error: str
 ) -> None:
     [seat] = seed(control)
     response = api.delete(path.format(id=seat["id"]), headers=headers)
     assert response.status_code == 401
-    assert response.json() == UNAUTHORIZED
-    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["error"] == error
+    if error == "Unauthorized":
+        assert response.json() == UNAUTHORIZED
+        assert response.headers["www-authenticate"] == 'Bearer realm="polar"'
+    else:
+        assert response.headers["www-authenticate"].startswith(
+            'Bearer realm="polar", error="invalid_token"'
+        )
     assert control.seat(seat["id"])["status"] == "claimed"
     assert control.stats()["deletes_by_seat"] == {}
 
@@ -201,11 +210,13 @@ def test_extra_org_tokens(control: SandboxControl, api: httpx.Client) -> None:
 def test_polar_version(control: SandboxControl, api: httpx.Client) -> None:
     [seat] = seed(control)
     url = f"/v1/customer-seats/{seat['id']}"
-    old = api.delete(url, headers={**ORG, "Polar-Version": "2019-01"})
+    old = api.delete(url, headers={**ORG, "Polar-Version": "2025-12"})
     assert old.status_code == 404 and old.json() == {"detail": "Not Found"}
     assert control.seat(seat["id"])["status"] == "claimed"
-    ok = api.delete(url, headers={**ORG, "Polar-Version": "2026-04"})
-    assert ok.status_code == 200
+    ok = api.delete(url, headers={**ORG, "Polar-Version": "2026-10"})
+    assert ok.status_code == 200 and ok.headers["polar-version"] == "2026-10"
+    default = api.delete(url, headers=ORG)
+    assert default.status_code == 200 and default.headers["polar-version"] == "2026-04"
 
 
 def test_unknown_route_is_plain_404(control: SandboxControl, api: httpx.Client) -> None:
@@ -229,8 +240,7 @@ def test_rate_limit_429_shape(control: SandboxControl, api: httpx.Client) -> Non
     )
     assert limited.status_code == 429
     assert limited.content == b""
-    retry_after = int(limited.headers["retry-after"])
-    assert 1 <= retry_after <= 60
+    assert limited.headers["retry-after"] == "60"  # the window length, as Polar says
     assert not any(h.startswith("x-ratelimit") for h in limited.headers)
     assert control.seat(seats[3]["id"])["status"] == "claimed"
     stats = control.stats()
@@ -238,7 +248,7 @@ def test_rate_limit_429_shape(control: SandboxControl, api: httpx.Client) -> Non
     assert seats[3]["id"] not in stats["deletes_by_seat"]  # only admitted DELETEs count
 
 
-def test_rate_limit_window_slides(control: SandboxControl, api: httpx.Client) -> None:
+def test_rate_limit_fixed_window_restarts(control: SandboxControl, api: httpx.Client) -> None:
     control.configure(rate_limit="2/second")
     seats = seed(control, 1)
     url = f"/v1/customer-seats/{seats[0]['id']}"
@@ -248,17 +258,21 @@ def test_rate_limit_window_slides(control: SandboxControl, api: httpx.Client) ->
     assert api.delete(url, headers=ORG).status_code == 200
 
 
-def test_portal_tokens_have_own_buckets(control: SandboxControl, api: httpx.Client) -> None:
+def test_portal_buckets_are_per_customer_and_member(
+    control: SandboxControl, api: httpx.Client
+) -> None:
     control.configure(rate_limit="1/minute")
     owner = new_id()
     [seat] = seed(control, owner=owner)
     sub = {"subscription_id": seat["subscription_id"]}
     assert api.get("/v1/customer-seats", params=sub, headers=ORG).status_code == 200
-    for _ in range(2):  # each session token has its own budget
-        token = control.customer_session(owner)
-        portal = {"Authorization": f"Bearer {token}"}
-        assert api.get("/v1/customer-portal/seats", params=sub, headers=portal).status_code == 200
-    assert api.get("/v1/customer-portal/seats", params=sub, headers=portal).status_code == 429
+    codes = []
+    for _ in range(2):  # two sessions of one customer share the customer's budget
+        portal = {"Authorization": f"Bearer {control.customer_session(owner)}"}
+        codes.append(api.get("/v1/customer-portal/seats", params=sub, headers=portal).status_code)
+    assert codes == [200, 429]
+    member = {"Authorization": f"Bearer {control.member_session(seat['member_id'])}"}
+    assert api.get("/v1/customer-portal/seats", params=sub, headers=member).status_code == 200
 
 
 # -- customer portal -----------------------------------------------------------------------
@@ -287,6 +301,27 @@ def test_portal_visibility(control: SandboxControl, api: httpx.Client) -> None:
     revoked = api.delete(f"/v1/customer-portal/seats/{mine['id']}", headers=portal)
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
     assert control.stats()["by_route"]["DELETE /v1/customer-portal/seats"] == 2
+
+
+def test_member_session_roles(control: SandboxControl, api: httpx.Client) -> None:
+    owner = new_id()
+    [seat, other] = seed(control, 2, owner=owner)
+    plain = {"Authorization": f"Bearer {control.member_session(seat['member_id'])}"}
+    listing = api.get(
+        "/v1/customer-portal/seats", params={"subscription_id": seat["subscription_id"]},
+        headers=plain,
+    )
+    assert listing.status_code == 200
+    refused = api.delete(f"/v1/customer-portal/seats/{other['id']}", headers=plain)
+    assert refused.status_code == 403 and refused.json()["error"] == "NotPermitted"
+    manager = control.create_member(owner, "bm@example.com", role="billing_manager")
+    allowed = {"Authorization": f"Bearer {control.member_session(manager['id'])}"}
+    revoked = api.delete(f"/v1/customer-portal/seats/{other['id']}", headers=allowed)
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+    assert control.revocations() == [
+        {"seat_id": other["id"], "email": "p1@example.com", "member_id": other["member_id"],
+         "customer_id": owner, "external_id": None}
+    ]
 
 
 # -- faults --------------------------------------------------------------------------------
@@ -421,20 +456,20 @@ def test_bulk_seed_10k(control: SandboxControl) -> None:
 
 
 def test_seed_with_given_ids_and_validation(control: SandboxControl) -> None:
-    seat_id, customer, member = new_id(), new_id(), new_id()
+    seat_id, owner, member = new_id(), new_id(), new_id()
     [seat] = control.create_seats(
-        [
-            {
-                "id": seat_id,
-                "customer_id": customer,
-                "member_id": member,
-                "email": "a@example.com",
-                "name": "A",
-            }
-        ]
+        [{"id": seat_id, "member_id": member, "email": "a@example.com", "name": "A"}],
+        owner_customer_id=owner,
     )
-    assert (seat["id"], seat["customer_id"], seat["member"]["id"]) == (seat_id, customer, member)
+    assert (seat["id"], seat["customer_id"], seat["member"]["id"]) == (seat_id, owner, member)
     assert control.seat(seat_id) == seat
+    holder = control.create_customer("own@example.com", external_id="E-1")
+    with pytest.raises(httpx.HTTPStatusError) as info:  # member-model seats have no own customer
+        control.create_seats([{"customer_id": holder["id"]}])
+    assert info.value.response.status_code == 400
+    control.configure(member_model_enabled=False)
+    [legacy] = control.create_seats([{"customer_id": holder["id"]}])
+    assert legacy["customer_id"] == holder["id"] and legacy["email"] == "own@example.com"
     with pytest.raises(httpx.HTTPStatusError) as info:
         control.create_seats([{"id": seat_id}])
     assert info.value.response.status_code == 409
@@ -450,8 +485,8 @@ def test_seed_with_given_ids_and_validation(control: SandboxControl) -> None:
 def test_reset_and_config(control: SandboxControl, api: httpx.Client) -> None:
     seed(control)
     control.add_fault(status=500)
-    config = control.reset(rate_limit="100/minute", include_member=False)
-    assert config["rate_limit"] == "100/minute" and config["include_member"] is False
+    config = control.reset(rate_limit="100/minute", member_model_enabled=False)
+    assert config["rate_limit"] == "100/minute" and config["member_model_enabled"] is False
     assert control.seats() == [] and control.faults() == []
     assert control.configure(rate_limit=None)["rate_limit"] is None
     with pytest.raises(httpx.HTTPStatusError) as info:
@@ -476,7 +511,8 @@ def test_log_hashes_tokens(control: SandboxControl, api: httpx.Client) -> None:
 
 def test_serve_prints_listening_line() -> None:
     code = (
-        "from worker.sandbox import serve; serve('127.0.0.1', 0, '5/second', ['polar_oat_extra'])"
+        "from worker.sandbox import serve; serve('127.0.0.1', 0, '5/second', ['polar_oat_extra'],"
+        " member_model_enabled=False, background_usage=0.25, revoked_tokens=['polar_oat_old'])"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -496,6 +532,8 @@ def test_serve_prints_listening_line() -> None:
                     raise
                 time.sleep(0.05)
         assert config["rate_limit"] == "5/second" and config["tokens"] == ["polar_oat_extra"]
+        assert config["member_model_enabled"] is False and config["background_usage"] == 0.25
+        assert config["revoked_tokens"] == ["polar_oat_old"]
     finally:
         process.terminate()
         process.wait(timeout=10)
