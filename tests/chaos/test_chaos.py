@@ -57,7 +57,7 @@ def seed_batch(stack: LocalStack, count: int, *, guarded: bool = False) -> tuple
     )
     requests = [
         RevocationInput(seat_id=s["id"], subscription_id=subscription_id, email=s["email"])
-        if guarded else RevocationInput(seat_id=s["id"])
+        if guarded else RevocationInput(seat_id=s["id"], guard=False)
         for s in seats
     ]
     result = stack.producer.submit_batch(requests, name="chaos")

@@ -73,13 +73,13 @@ def test_mixed_batch_ends_with_the_right_counts(two_nodes: LocalStack, tmp_path:
     stack.control.assign("successor@acme.test", subscription_id=sub_a)
     rows: list[dict[str, Any]] = (
         [{"seat_id": a[0]["id"], "subscription_id": sub_a, "email": "a0@acme.test"}]
-        + [{"seat_id": s["id"]} for s in a[1:8]]  # seat ids only
+        + [{"seat_id": s["id"], "guard": "false"} for s in a[1:8]]  # seat ids only
         + [{"subscription_id": sub_a, "email": f"a{i}@acme.test"} for i in range(8, 12)]
         + [{"subscription_id": sub_b, "external_id": f"E-{i}"} for i in range(6)]
         + [{"seat_id": revoked["id"], "subscription_id": sub_a, "email": "gone@acme.test"}]
         + [{"subscription_id": sub_a, "email": "never.had.one@acme.test"}]
-        + [{"seat_id": a[1]["id"]}]  # duplicate of an earlier row
-        + [{"seat_id": str(uuid.uuid4())}]  # not found
+        + [{"seat_id": a[1]["id"], "guard": "false"}]  # duplicate of an earlier row
+        + [{"seat_id": str(uuid.uuid4()), "guard": "false"}]  # not found
     )
     path = write_csv(tmp_path / "offboard.csv", rows)
 
@@ -179,7 +179,8 @@ def test_a_429_burst_pauses_both_nodes(two_nodes: LocalStack) -> None:
     stack.control.add_fault(method="DELETE", status=429, retry_after=3, times=1)
     from worker.requests import RevocationInput
 
-    result = stack.producer.submit_batch([RevocationInput(seat_id=s["id"]) for s in seats])
+    result = stack.producer.submit_batch(
+        [RevocationInput(seat_id=s["id"], guard=False) for s in seats])
     stack.wait_terminal(result.request_ids, timeout=120)
 
     log = stack.control.log()
@@ -204,7 +205,8 @@ def test_two_nodes_stay_under_the_shared_limit(two_nodes: LocalStack) -> None:
     )
     from worker.requests import RevocationInput
 
-    result = stack.producer.submit_batch([RevocationInput(seat_id=s["id"]) for s in seats])
+    result = stack.producer.submit_batch(
+        [RevocationInput(seat_id=s["id"], guard=False) for s in seats])
     records = stack.wait_terminal(result.request_ids, timeout=120)
 
     assert {r.state for r in records} == {"revoked"}

@@ -82,14 +82,16 @@ def test_the_token_appears_in_no_log_result_row_or_output(
     stack = sandbox_reset
     token = DEFAULT_SANDBOX_TOKEN
     ok_seat, unauthorized_seat = seed(stack, 2)
-    # A 401 whose body echoes the Authorization header, like a careless proxy would.
-    stack.control.add_fault(method="DELETE", seat_id=unauthorized_seat, status=401,
-                            body={"error": "Unauthorized", "detail": f"Bearer {token}"})
+    # A 403 whose body echoes the Authorization header, like a careless proxy would (a 401
+    # would pause the whole queue: test_fleet_pause.py).
+    stack.control.add_fault(method="DELETE", seat_id=unauthorized_seat, status=403,
+                            body={"error": "NotPermitted", "detail": f"Bearer {token}"})
     env = {**os.environ, **stack.env, "LOG_FORMAT": "json"}
     cli_outputs = []
     for seat_id in (ok_seat, unauthorized_seat):
         done = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "revoke", seat_id, "--wait", "--json"],
+            [sys.executable, "-m", "worker.cli", "revoke", seat_id, "--unguarded", "--wait",
+             "--json"],
             env=env, capture_output=True, text=True, timeout=60,
         )
         cli_outputs.append(done.stdout + done.stderr)
@@ -100,7 +102,7 @@ def test_the_token_appears_in_no_log_result_row_or_output(
         )
         cli_outputs.append(status.stdout + status.stderr)
     assert '"state": "revoked"' in cli_outputs[0]
-    assert '"last_http_status": 401' in cli_outputs[2]
+    assert '"last_http_status": 403' in cli_outputs[2]
 
     with stack.store.engine.connect() as conn:
         rows = [

@@ -45,7 +45,7 @@ def revocations(stack: LocalStack, seat_id: str) -> int:
 def test_seat_id_only_is_revoked_with_one_delete(sandbox_reset: LocalStack) -> None:
     stack = sandbox_reset
     seat_id, _, _ = seed(stack)
-    record = run(stack, seat_id=seat_id, reason="left the company")
+    record = run(stack, seat_id=seat_id, guard=False, reason="left the company")
     assert record.state == "revoked"
     assert record.seat_snapshot["status"] == "revoked"
     assert record.attempts == 1 and record.finished_at is not None
@@ -81,7 +81,7 @@ def test_already_revoked_seat_without_context_is_told_by_revoked_at(
 ) -> None:
     stack = sandbox_reset
     seat_id, _, _ = seed(stack, status="revoked", revoked_at="2026-01-01T00:00:00Z")
-    record = run(stack, seat_id=seat_id)
+    record = run(stack, seat_id=seat_id, guard=False)
     assert record.state == "already_revoked"
     assert record.seat_snapshot["revoked_at"].startswith("2026-01-01")
     assert revocations(stack, seat_id) == 0
@@ -110,7 +110,7 @@ def test_seat_revoked_here_then_reassigned_is_not_revoked_on_seat_id_alone(
 ) -> None:
     stack = sandbox_reset
     seat_id, subscription_id, _ = seed(stack)
-    assert run(stack, seat_id=seat_id, key=f"first-{seat_id}").state == "revoked"
+    assert run(stack, seat_id=seat_id, guard=False, key=f"first-{seat_id}").state == "revoked"
     stack.control.assign("successor@acme.test", subscription_id=subscription_id)
 
     replay = run(stack, seat_id=seat_id, key=f"replay-{seat_id}")
@@ -122,17 +122,18 @@ def test_seat_revoked_here_then_reassigned_is_not_revoked_on_seat_id_alone(
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(401, "Unauthorized"), (403, "FeatureNotEnabled"), (404, "ResourceNotFound"),
-     (422, "RequestValidationError")],
+    [(403, "NotPermitted"), (404, "ResourceNotFound"), (422, "RequestValidationError")],
 )
 def test_permanent_errors_fail_without_retry(
     sandbox_reset: LocalStack, status: int, error: str
 ) -> None:
+    """One request's permanent error fails it; the token-wide ones (401, 403
+    insufficient_scope/FeatureNotEnabled) pause the queue instead (test_fleet_pause.py)."""
     stack = sandbox_reset
     seat_id, _, _ = seed(stack)
     stack.control.add_fault(method="DELETE", seat_id=seat_id, status=status,
                             body={"error": error, "detail": f"{error} detail"})
-    record = run(stack, seat_id=seat_id)
+    record = run(stack, seat_id=seat_id, guard=False)
     assert record.state == "failed"
     assert record.last_http_status == status
     assert record.error_detail["error"] == error
@@ -142,7 +143,7 @@ def test_permanent_errors_fail_without_retry(
 
 
 def test_unknown_seat_fails_with_polars_404(sandbox_reset: LocalStack) -> None:
-    record = run(sandbox_reset, seat_id=str(uuid.uuid4()))
+    record = run(sandbox_reset, seat_id=str(uuid.uuid4()), guard=False)
     assert record.state == "failed"
     assert record.last_http_status == 404
     assert record.error_detail["detail"] == "Seat not found"
@@ -154,7 +155,7 @@ def test_short_429_is_waited_out_in_process(sandbox_reset: LocalStack) -> None:
     stack.control.add_fault(method="DELETE", seat_id=seat_id, status=429, retry_after=1,
                             times=1)
     started = time.monotonic()
-    record = run(stack, seat_id=seat_id)
+    record = run(stack, seat_id=seat_id, guard=False)
     assert record.state == "revoked"
     assert record.attempts == 1  # same task run: tenacity waited
     assert time.monotonic() - started >= 1.0
@@ -168,7 +169,7 @@ def test_long_429_goes_back_to_celery_and_succeeds(sandbox_reset: LocalStack) ->
     stack.control.add_fault(method="DELETE", seat_id=seat_id, status=429, retry_after=3,
                             times=1)
     started = time.monotonic()
-    record = run(stack, seat_id=seat_id)
+    record = run(stack, seat_id=seat_id, guard=False)
     assert record.state == "revoked"
     assert record.attempts == 2  # a second task run after the countdown
     assert time.monotonic() - started >= 3.0
@@ -179,7 +180,7 @@ def test_server_errors_are_retried_then_succeed(sandbox_reset: LocalStack) -> No
     stack = sandbox_reset
     seat_id, _, _ = seed(stack)
     stack.control.add_fault(method="DELETE", seat_id=seat_id, status=503, times=2)
-    record = run(stack, seat_id=seat_id)
+    record = run(stack, seat_id=seat_id, guard=False)
     assert record.state == "revoked"
     assert deletes(stack, seat_id) == 3
     assert revocations(stack, seat_id) == 1
@@ -192,7 +193,7 @@ def test_timeout_after_the_change_was_applied_counts_as_revoked_once(
     seat_id, _, _ = seed(stack)
     stack.control.add_fault(method="DELETE", seat_id=seat_id, hang_s=3,
                             apply_then_hang=True, times=1)
-    record = run(stack, seat_id=seat_id)
+    record = run(stack, seat_id=seat_id, guard=False)
     assert record.state == "revoked"  # the retry's answer shows our own revoked_at
     assert revocations(stack, seat_id) == 1
 
@@ -234,7 +235,7 @@ def test_duplicate_enqueues_send_one_delete(sandbox_reset: LocalStack) -> None:
 def test_terminal_request_redelivered_does_nothing(sandbox_reset: LocalStack) -> None:
     stack = sandbox_reset
     seat_id, _, _ = seed(stack)
-    record = run(stack, seat_id=seat_id)
+    record = run(stack, seat_id=seat_id, guard=False)
     stack.producer.send([record.id])  # a redelivery of the same task
     time.sleep(1.0)
     again = stack.store.get(record.id)
@@ -254,10 +255,13 @@ def test_portal_mode_revokes_with_a_customer_session(sandbox_reset: LocalStack) 
     from pydantic import SecretStr
 
     result = stack.producer.submit(
-        RevocationInput(seat_id=seat["id"], mode="customer_portal"),
+        RevocationInput(seat_id=seat["id"], subscription_id=subscription_id,
+                        email="p@acme.test", mode="customer_portal"),
         portal_token=SecretStr(token),
     )
     record = stack.wait_terminal([result.record.id])[0]
     assert record.state == "revoked"
     assert record.portal_token_ref and token not in str(record.to_dict())
-    assert stack.control.stats()["by_route"] == {"DELETE /v1/customer-portal/seats": 1}
+    assert stack.control.stats()["by_route"] == {
+        "GET /v1/customer-portal/seats": 1, "DELETE /v1/customer-portal/seats": 1,
+    }
