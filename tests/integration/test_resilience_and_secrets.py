@@ -47,7 +47,7 @@ def test_pool_process_killed_mid_job_then_the_request_completes(
     stack = sandbox_reset
     (seat_id,) = seed(stack)
     stack.control.add_fault(method="DELETE", seat_id=seat_id, latency_ms=800, times=1)
-    record = stack.producer.submit(RevocationInput(seat_id=seat_id)).record
+    record = stack.producer.submit(RevocationInput(seat_id=seat_id, guard=False)).record
     wait_state(stack, record.id, "running")
     for pid in stack.workers[0].child_pids():
         os.kill(pid, signal.SIGKILL)  # the pool process doing the job dies
@@ -63,7 +63,8 @@ def test_node_restarted_mid_job_then_the_request_completes(sandbox_reset: LocalS
     stack = sandbox_reset
     seat_ids = seed(stack, 3)
     stack.control.add_fault(method="DELETE", latency_ms=600)
-    records = [stack.producer.submit(RevocationInput(seat_id=s)).record for s in seat_ids]
+    records = [stack.producer.submit(RevocationInput(seat_id=s, guard=False)).record
+               for s in seat_ids]
     wait_state(stack, records[0].id, "running")
     stack.workers[0].stop()  # warm shutdown mid-job
     stack.workers.pop(0)

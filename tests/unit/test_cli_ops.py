@@ -137,7 +137,7 @@ def test_retry_all_failed_covers_needs_review(
     env.seed("revoked")
     retried: list[str] = []
     monkeypatch.setattr("worker.producer.Producer.retry",
-                        lambda self, request_id: retried.append(request_id))
+                        lambda self, request_id, portal_token=None: retried.append(request_id))
     done = env.run("retry", "--all-failed")
     assert done.exit_code == 0 and "retried 2 request(s)" in done.output
     assert sorted(retried) == sorted([review, failed])

@@ -1,24 +1,178 @@
-"""Tests of ``worker.ratelimit.SharedRateLimiter`` against the real local Redis.
+"""Tests of ``worker.ratelimit``: the pure decisions (tables), the Lua scripts against the
+real local Redis, and the whole limiter against a simulated Polar fixed window.
 
-Every test uses its own key prefix and deletes its keys afterwards. ``sleep`` is injected
-and recorded, so the limiter's waits are observed without waiting.
+Every Redis test uses its own key prefix and deletes its keys afterwards. Where waits only
+need observing, ``sleep`` is injected and recorded, so nothing waits.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
 from redis import Redis
 
 from config.settings import RateLimit
-from worker.ratelimit import SharedRateLimiter, ThrottleWait
+from worker.polar import PolarClient, PolarHTTPError, token_bucket
+from worker.ratelimit import (
+    Episode,
+    Rejected,
+    SharedRateLimiter,
+    Spacing,
+    ThrottleWait,
+    Tuning,
+    after_429,
+    schedule,
+    share_at,
+    spacing,
+    tuning_for,
+)
 
-TEN_PER_SECOND = RateLimit(count=10.0, period=1.0)
 TOLERANCE = 0.02  # seconds: Redis round trips between two acquires on a local socket
+S = 1_000_000  # µs
+
+# -- pure decisions --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limit", "kwargs", "expected"),
+    [
+        pytest.param(RateLimit(20, 1.0), {}, Spacing(20, S, 1_030_000, 12_500, S),
+                     id="20/second: 30 ms allowance, bursts at up to 80/s"),
+        pytest.param(RateLimit(100, 60.0), {}, Spacing(100, 60 * S, 60_250_000, 150_000, S),
+                     id="sandbox 100/minute: the allowance is capped at 250 ms"),
+        pytest.param(RateLimit(500, 60.0), {}, Spacing(500, 60 * S, 60_250_000, 30_000, S),
+                     id="production 500/minute: 0.4% under the limit, not 3%"),
+        pytest.param(RateLimit(10, 1.0), {"headroom": 0.0}, Spacing(10, S, S, 25_000, S),
+                     id="no headroom"),
+        pytest.param(RateLimit(2.5, 1.0), {}, Spacing(2, 800_000, 824_000, 100_000, S),
+                     id="2.5/second: 2 whole requests per 0.8 s"),
+        pytest.param(RateLimit(0.5, 1.0), {}, Spacing(1, 2 * S, 2_060_000, 500_000, S),
+                     id="0.5/second: 1 request per 2 s"),
+        pytest.param(RateLimit(10, 1.0), {"burst": 1.0, "max_quiet": 0.5},
+                     Spacing(10, S, 1_030_000, 100_000, 500_000), id="no burst"),
+    ],
+)
+def test_spacing(limit: RateLimit, kwargs: dict[str, float], expected: Spacing) -> None:
+    assert spacing(limit, **kwargs) == expected
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        pytest.param(20, Tuning(margin=1, step=1, hold_windows=60), id="20: one request"),
+        pytest.param(100, Tuning(margin=2, step=1, hold_windows=60), id="sandbox 100"),
+        pytest.param(500, Tuning(margin=10, step=5, hold_windows=60), id="production 500"),
+        pytest.param(1, Tuning(margin=1, step=1, hold_windows=60), id="never below one"),
+    ],
+)
+def test_tuning_for(budget: int, expected: Tuning) -> None:
+    assert tuning_for(budget) == expected
+
+
+SP = Spacing(budget=20, window_us=S, span_us=1_030_000, min_gap_us=12_500, quiet_us=S)
+TU = Tuning(margin=1, step=1, hold_windows=5)
+NOW = 1_000 * S
+HOLD = (TU.hold_windows + 1) * SP.span_us  # the hold plus the climb over the margin
+
+
+def episode(ceiling: int, *, resume: int = NOW + S, first: int = NOW - 100_000,
+            start: int | None = None) -> Episode:
+    return Episode(resume_at=resume, start=ceiling - 1 if start is None else start,
+                   ceiling=ceiling, hold_until=resume + HOLD, first_slot=first)
+
+
+@pytest.mark.parametrize(
+    ("cooldown", "current", "rejected", "share_now", "expected"),
+    [
+        pytest.param(0, None, Rejected(NOW - 100_000, 19, 20), 20, episode(19),
+                     id="the window left 19 of ours: ceiling 19, start one below"),
+        pytest.param(0, None, Rejected(NOW - 100_000, 12, 20), 20, episode(12),
+                     id="another integration spent 8: ceiling 12"),
+        pytest.param(0, None, Rejected(NOW - 100_000, 0, 20), 20,
+                     episode(1, start=1), id="nothing left: still one request per window"),
+        pytest.param(0, None, Rejected(NOW - 100_000, 19, 15), 15, episode(14),
+                     id="an index past the share (misaligned windows): below the share"),
+        pytest.param(0, None, None, 20, episode(19, first=-1),
+                     id="a 429 without a known request: one margin below the share"),
+        pytest.param(0, episode(19, resume=NOW - S), Rejected(NOW - 100_000, 17, 19), 19,
+                     episode(17), id="after the cooldown: a new episode, a lower ceiling"),
+        pytest.param(NOW + S, episode(19), Rejected(NOW - 50_000, 19, 20), 20,
+                     episode(19), id="in flight during the cooldown: same episode"),
+        pytest.param(NOW + S, episode(19, first=NOW - 50_000), Rejected(NOW - 100_000, 17, 20),
+                     20, episode(17, first=NOW - 100_000),
+                     id="an earlier request answered later sets the ceiling"),
+        pytest.param(NOW + 2 * S, episode(19, resume=NOW + 2 * S), None, 20,
+                     Episode(NOW + 2 * S, 18, 19, NOW + 2 * S + HOLD, NOW - 100_000),
+                     id="the cooldown is extended, never shortened"),
+    ],
+)
+def test_after_429(
+    cooldown: int, current: Episode | None, rejected: Rejected | None, share_now: int,
+    expected: Episode,
+) -> None:
+    got = after_429(now=NOW, retry_after_us=S, cooldown_until=cooldown, current=current,
+                    rejected=rejected, share_now=share_now, spacing=SP, tuning=TU)
+    assert got == expected
+
+
+EP = Episode(resume_at=NOW, start=15, ceiling=17, hold_until=NOW + 10 * SP.span_us,
+             first_slot=NOW - S)
+
+
+@pytest.mark.parametrize(
+    ("at", "current", "expected"),
+    [
+        pytest.param(NOW, None, 20, id="no 429 yet: the whole budget"),
+        pytest.param(NOW - 1, EP, 15, id="during the cooldown: the start"),
+        pytest.param(NOW, EP, 15, id="the cooldown's end: ceiling minus margin"),
+        pytest.param(NOW + SP.span_us - 1, EP, 15, id="first window"),
+        pytest.param(NOW + SP.span_us, EP, 16, id="one window without a 429: one step"),
+        pytest.param(NOW + 2 * SP.span_us, EP, 17, id="two windows: the ceiling"),
+        pytest.param(NOW + 9 * SP.span_us, EP, 17, id="held at the ceiling"),
+        pytest.param(NOW + 10 * SP.span_us, EP, 18, id="after the hold: probing above"),
+        pytest.param(NOW + 11 * SP.span_us, EP, 19, id="one step per window"),
+        pytest.param(NOW + 99 * SP.span_us, EP, 20, id="up to the budget, no further"),
+    ],
+)
+def test_share_at(at: int, current: Episode | None, expected: int) -> None:
+    assert share_at(at, current, SP, Tuning(margin=2, step=1, hold_windows=8)) == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "tuning", "budget"),
+    [
+        pytest.param(EP, Tuning(2, 1, 8), 20, id="20/second"),
+        pytest.param(Episode(NOW, 1, 1, NOW + 3 * SP.span_us, -1), Tuning(1, 1, 3), 20,
+                     id="from one request"),
+        pytest.param(Episode(NOW, 470, 480, NOW + 62 * SP.span_us, -1), Tuning(10, 5, 60), 500,
+                     id="production 500/minute"),
+        pytest.param(Episode(NOW, 1, 1, NOW + 2 * SP.span_us, -1), Tuning(1, 1, 1), 1,
+                     id="a budget of one"),
+    ],
+)
+def test_the_schedule_the_script_reads_is_share_at(
+    current: Episode, tuning: Tuning, budget: int
+) -> None:
+    sp = Spacing(budget, SP.window_us, SP.span_us, SP.min_gap_us, SP.quiet_us)
+    points = schedule(current, sp, tuning)
+    assert points[0] == (current.resume_at, current.start)
+    assert points[-1][1] == budget
+    assert [share for _t, share in points] == sorted({share for _t, share in points})
+    end = points[-1][0] + 3 * sp.span_us
+    for at in range(current.resume_at, end, sp.span_us // 7):
+        looked_up = [share for t, share in points if t <= at][-1]
+        assert looked_up == share_at(at, current, sp, tuning), at
+
+
+# -- against the real Redis ------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -46,55 +200,83 @@ class Sleeps:
         self.calls.append(seconds)
 
 
+class RealSleeps(Sleeps):
+    """Records and really sleeps: the limiter re-checks the shared cooldown after waking."""
+
+    def __call__(self, seconds: float) -> None:
+        super().__call__(seconds)
+        time.sleep(seconds)
+
+
+FIVE_PER_SECOND = RateLimit(count=5.0, period=1.0)
+
+
 def limiter(
-    redis: Redis, prefix: str, sleeps: Sleeps, limit: RateLimit = TEN_PER_SECOND, **kwargs: Any
+    redis: Redis, prefix: str, sleeps: Any, limit: RateLimit = FIVE_PER_SECOND, **kwargs: Any
 ) -> SharedRateLimiter:
     return SharedRateLimiter(redis, prefix, limit, sleep=sleeps, **kwargs)
 
 
-@pytest.mark.parametrize(
-    ("limit", "headroom", "interval"),
-    [
-        pytest.param(RateLimit(10.0, 1.0), 0.0, 0.1, id="10 per second without headroom"),
-        pytest.param(RateLimit(10.0, 1.0), 0.03, 1.03 / 10, id="10 per second with 3% headroom"),
-        pytest.param(RateLimit(20.0, 1.0), 0.03, 1.03 / 20,
-                     id="20 per second: a 30 ms allowance"),
-        pytest.param(RateLimit(100.0, 60.0), 0.03, 60.25 / 100,
-                     id="the sandbox 100 per minute: the allowance is capped at 250 ms"),
-        pytest.param(RateLimit(500.0, 60.0), 0.03, 60.25 / 500,
-                     id="the production 500 per minute: 0.4% under the limit, not 3%"),
-        pytest.param(RateLimit(10.0, 1.0), 0.5, 0.125,
-                     id="50% headroom of a second is capped at 250 ms"),
-    ],
-)
-def test_interval(
-    redis: Redis, prefix: str, limit: RateLimit, headroom: float, interval: float
+def ticket(gate: SharedRateLimiter, bucket: str = "bucket") -> Rejected:
+    return gate._last()[bucket]
+
+
+def test_a_window_goes_out_in_a_burst_then_waits_for_the_span(
+    redis: Redis, prefix: str
 ) -> None:
-    assert limiter(redis, prefix, Sleeps(), limit, headroom=headroom).interval == pytest.approx(
-        interval
-    )
-
-
-def test_acquires_are_evenly_spaced_by_interval(redis: Redis, prefix: str) -> None:
     sleeps = Sleeps()
-    gate = limiter(redis, prefix, sleeps)
-    for _ in range(6):
+    gate = limiter(redis, prefix, sleeps)  # 5 per 1.03 s, at least 50 ms apart
+    slots = []
+    for _ in range(7):
         gate.acquire("bucket")
-    # The first request goes at once; each later one waits one interval more.
-    assert len(sleeps.calls) == 5
-    expected = [gate.interval * n for n in range(1, 6)]
+        slots.append(ticket(gate).slot)
+    gap, span = gate.spacing.min_gap_us, gate.spacing.span_us
+    assert [b - a for a, b in zip(slots, slots[1:], strict=False)] == [
+        gap, gap, gap, gap, span - 4 * gap, gap]
+    # Nothing really slept, so each wait is the slot's distance from (about) one instant.
+    expected = [(s - slots[0]) / S for s in slots[1:]]
     for got, want in zip(sleeps.calls, expected, strict=True):
         assert want - TOLERANCE <= got <= want
-    gaps = [b - a for a, b in zip(sleeps.calls, sleeps.calls[1:], strict=False)]
-    for gap in gaps:
-        assert gap == pytest.approx(gate.interval, abs=TOLERANCE)
+
+
+def test_at_most_share_slots_in_any_span(redis: Redis, prefix: str) -> None:
+    gate = limiter(redis, prefix, Sleeps(), RateLimit(4, 1.0), max_hold=30.0)
+    slots = []
+    for _ in range(20):
+        gate.acquire("bucket")
+        slots.append(ticket(gate).slot)
+    span = gate.spacing.span_us
+    for i, slot in enumerate(slots):
+        assert sum(1 for s in slots[i:] if s < slot + span) <= 4
+
+
+def test_slots_are_numbered_in_the_mirror_of_polars_window(
+    redis: Redis, prefix: str
+) -> None:
+    gate = limiter(redis, prefix, Sleeps(), max_hold=30.0)
+    indices = []
+    for _ in range(12):
+        gate.acquire("bucket")
+        indices.append(ticket(gate).index)
+    assert indices == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]
+
+
+def test_the_mirror_window_opens_at_the_first_slot_after_it_expired(
+    redis: Redis, prefix: str
+) -> None:
+    gate = limiter(redis, prefix, Sleeps(), RateLimit(50, 0.2))  # window 200 ms
+    gate.acquire("bucket")
+    time.sleep(0.21)
+    gate.acquire("bucket")
+    gate.acquire("bucket")
+    assert ticket(gate).index == 1
 
 
 def test_an_idle_bucket_does_not_wait(redis: Redis, prefix: str) -> None:
     sleeps = Sleeps()
     gate = limiter(redis, prefix, sleeps, RateLimit(50.0, 1.0))
     gate.acquire("bucket")
-    time.sleep(gate.interval + 0.02)
+    time.sleep(gate.spacing.min_gap_us / S + 0.02)
     gate.acquire("bucket")
     assert sleeps.calls == []
 
@@ -106,36 +288,23 @@ def test_two_instances_with_one_prefix_share_the_budget(redis: Redis, prefix: st
     first.acquire("bucket")
     second.acquire("bucket")
     first.acquire("bucket")
-    assert first_sleeps.calls[0] == pytest.approx(2 * first.interval, abs=TOLERANCE)
-    (waited,) = second_sleeps.calls
-    assert waited == pytest.approx(second.interval, abs=TOLERANCE)
+    gap = first.spacing.min_gap_us / S
+    assert first_sleeps.calls == [pytest.approx(2 * gap, abs=TOLERANCE)]
+    assert second_sleeps.calls == [pytest.approx(gap, abs=TOLERANCE)]
+    assert [ticket(second).index, ticket(first).index] == [1, 2]
 
 
-def test_separate_buckets_do_not_interfere(redis: Redis, prefix: str) -> None:
+def test_separate_buckets_and_prefixes_do_not_interfere(redis: Redis, prefix: str) -> None:
     sleeps = Sleeps()
     gate = limiter(redis, prefix, sleeps)
     gate.acquire("token-a")
     gate.acquire("token-b")
-    other = limiter(redis, prefix, sleeps)
-    other.acquire("token-c")
+    limiter(redis, f"{prefix}:other", sleeps).acquire("token-a")
     assert sleeps.calls == []
-    gate.acquire("token-a")
-    assert sleeps.calls == [pytest.approx(gate.interval, abs=TOLERANCE)]
-
-
-def test_separate_prefixes_do_not_interfere(redis: Redis, prefix: str) -> None:
-    sleeps = Sleeps()
-    limiter(redis, f"{prefix}:one", sleeps).acquire("bucket")
-    limiter(redis, f"{prefix}:two", sleeps).acquire("bucket")
-    assert sleeps.calls == []
-
-
-class RealSleeps(Sleeps):
-    """Records and really sleeps: the limiter re-checks the shared cooldown after waking."""
-
-    def __call__(self, seconds: float) -> None:
-        super().__call__(seconds)
-        time.sleep(seconds)
+    gate.penalize("token-a", 30)
+    gate.acquire("token-b")
+    assert gate.cooldown_remaining("token-b") == 0.0
+    assert gate.share("token-b") == 5
 
 
 def test_penalize_makes_every_instance_wait(redis: Redis, prefix: str) -> None:
@@ -149,7 +318,7 @@ def test_penalize_makes_every_instance_wait(redis: Redis, prefix: str) -> None:
     assert 0.5 - 0.1 <= waited <= 0.5
     penalized.acquire("bucket")
     (waited_again,) = penalized_sleeps.calls
-    assert waited_again <= penalized.interval + 0.01  # the cooldown is over by now
+    assert waited_again <= penalized.spacing.min_gap_us / S + 0.01
 
 
 def test_a_429_seen_by_another_worker_during_the_wait_pauses_the_sleeper(
@@ -165,20 +334,13 @@ def test_a_429_seen_by_another_worker_during_the_wait_pauses_the_sleeper(
         time.sleep(seconds)
 
     sleeper = limiter(redis, prefix, sleep_while_another_worker_gets_a_429, max_hold=5.0)
-    other.acquire("bucket")  # takes the free slot: the sleeper waits one interval
+    other.acquire("bucket")  # takes the free slot: the sleeper waits one gap
     sleeper.acquire("bucket")
-    assert len(calls) == 2
-    assert calls[0] == pytest.approx(sleeper.interval, abs=0.02)
+    assert len(calls) == 3  # its slot, the cooldown, then a slot after the cooldown
+    assert calls[0] == pytest.approx(sleeper.spacing.min_gap_us / S, abs=0.02)
     assert calls[1] >= 0.4 - calls[0] - 0.05
-
-
-def test_penalize_only_touches_its_bucket(redis: Redis, prefix: str) -> None:
-    sleeps = Sleeps()
-    gate = limiter(redis, prefix, sleeps)
-    gate.penalize("bucket", 30)
-    gate.acquire("another-bucket")
-    assert sleeps.calls == []
-    assert gate.cooldown_remaining("another-bucket") == 0.0
+    # The void slot went back: the log holds the other's slot and the sleeper's new one.
+    assert redis.zcard(f"{prefix}:bucket:log") == 2
 
 
 def test_penalize_extends_but_never_shortens(redis: Redis, prefix: str) -> None:
@@ -203,28 +365,25 @@ def test_throttle_wait_when_the_wait_exceeds_max_hold(
     sleeps = Sleeps()
     gate = limiter(redis, prefix, sleeps, max_hold=max_hold)
     gate.penalize("bucket", penalty)
-    next_slot = redis.get(f"{prefix}:bucket:tat")  # the penalty moved it to the cooldown end
     with pytest.raises(ThrottleWait) as info:
         gate.acquire("bucket")
     assert penalty - 0.1 <= info.value.seconds <= penalty
     assert f"{info.value.seconds:.2f}s" in str(info.value)
     assert sleeps.calls == []
-    # A refused acquire reserves no slot.
-    assert redis.get(f"{prefix}:bucket:tat") == next_slot
+    assert redis.zcard(f"{prefix}:bucket:log") == 0  # a refused acquire reserves no slot
 
 
-def test_throttle_wait_when_the_queue_of_slots_is_longer_than_max_hold(
+def test_throttle_wait_when_the_next_window_is_further_than_max_hold(
     redis: Redis, prefix: str
 ) -> None:
     sleeps = Sleeps()
-    gate = limiter(redis, prefix, sleeps, RateLimit(2.0, 1.0), headroom=0.0, max_hold=1.0)
+    gate = limiter(redis, prefix, sleeps, RateLimit(2.0, 1.0), headroom=0.0, max_hold=0.8)
     gate.acquire("bucket")  # now
-    gate.acquire("bucket")  # +0.5s
-    gate.acquire("bucket")  # +1.0s (within max_hold, just)
+    gate.acquire("bucket")  # one gap later: the quiet rule makes it (1 s - 0.4 s) / 2
+    assert sleeps.calls == [pytest.approx(0.3, abs=TOLERANCE)]
     with pytest.raises(ThrottleWait) as info:
-        gate.acquire("bucket")  # +1.5s > max_hold
-    assert info.value.seconds == pytest.approx(1.5, abs=TOLERANCE)
-    assert len(sleeps.calls) == 2
+        gate.acquire("bucket")  # the next window: 1 s after the first
+    assert info.value.seconds == pytest.approx(1.0, abs=TOLERANCE)
 
 
 def test_on_wait_is_told_the_wait(redis: Redis, prefix: str) -> None:
@@ -241,26 +400,18 @@ def test_keys_expire(redis: Redis, prefix: str) -> None:
     gate = limiter(redis, prefix, Sleeps())
     gate.acquire("bucket")
     gate.penalize("bucket", 2)
-    tat_ttl = redis.pttl(f"{prefix}:bucket:tat")
-    cooldown_ttl = redis.pttl(f"{prefix}:bucket:cooldown")
-    assert 0 < tat_ttl <= 63_000
-    assert 0 < cooldown_ttl <= 62_000
+    for name in ("log", "mirror"):
+        assert 0 < redis.pttl(f"{prefix}:bucket:{name}") <= 64_000
+    # The episode lives until the share is back at the budget: hold + climb, then a minute.
+    windows = gate.tuning.hold_windows + 1 + 5
+    bound = 2_000 + windows * 1_030 + 64_000
+    for name in ("cooldown", "episode", "schedule"):
+        assert 60_000 < redis.pttl(f"{prefix}:bucket:{name}") <= bound
 
 
-def test_requests_after_a_cooldown_are_spaced_not_bunched(redis: Redis, prefix: str) -> None:
-    sleeps = RealSleeps()
-    gate = limiter(redis, prefix, sleeps, max_hold=5.0)
-    gate.penalize("bucket", 0.5)
-    gate.acquire("bucket")
-    gate.acquire("bucket")
-    first, second = sleeps.calls
-    assert first == pytest.approx(0.5, abs=0.05)
-    # The next slot starts at the cooldown's end: the second request waits one interval
-    # after the first instead of firing with it.
-    assert second == pytest.approx(gate.interval, abs=0.03)
-
-
-def test_a_process_waking_late_takes_a_fresh_slot_once(redis: Redis, prefix: str) -> None:
+def test_a_process_waking_late_gives_its_slot_back_and_takes_a_fresh_one_once(
+    redis: Redis, prefix: str
+) -> None:
     now = [0.0]
     sleeps: list[float] = []
 
@@ -271,10 +422,226 @@ def test_a_process_waking_late_takes_a_fresh_slot_once(redis: Redis, prefix: str
     gate = SharedRateLimiter(redis, prefix, RateLimit(20.0, 1.0), sleep=oversleep,
                              clock=lambda: now[0])
     other = limiter(redis, prefix, Sleeps())
-    other.acquire("bucket")  # the free slot is taken: ours is one interval away
+    other.acquire("bucket")  # the free slot is taken: ours is one gap away
     gate.acquire("bucket")
     assert gate.late_limit == pytest.approx(0.015)
     # Late the first time: the slot is given up and a later one reserved; late again:
     # accepted rather than looping.
     assert len(sleeps) == 2
-    assert sleeps[1] >= gate.interval - 0.05
+    log = [int(s) for s in redis.zrange(f"{prefix}:bucket:log", 0, -1)]
+    assert log == [ticket(other).slot, ticket(gate).slot]
+    assert ticket(gate).index == 1  # the void slot's number went back too
+
+
+def test_penalize_adapts_the_share_from_the_rejected_requests_index(
+    redis: Redis, prefix: str
+) -> None:
+    gate = limiter(redis, prefix, Sleeps(), RateLimit(10, 1.0), max_hold=30.0)
+    for _ in range(8):
+        gate.acquire("bucket")
+    rejected = ticket(gate)  # the 8th of ours in the window: 7 went before it
+    gate.penalize("bucket", 0.3)
+    current = gate.episode("bucket")
+    assert current is not None
+    assert (current.ceiling, current.start, current.first_slot) == (7, 6, rejected.slot)
+    assert gate.share("bucket") == 6
+    gate.acquire("bucket")  # after the cooldown, at the adapted share
+    assert ticket(gate).share == 6
+    assert ticket(gate).slot >= current.resume_at
+
+
+def test_a_429_of_a_request_still_in_flight_is_the_same_episode(
+    redis: Redis, prefix: str
+) -> None:
+    first = limiter(redis, prefix, Sleeps(), RateLimit(10, 1.0), max_hold=30.0)
+    second = limiter(redis, prefix, Sleeps(), RateLimit(10, 1.0), max_hold=30.0)
+    for _ in range(6):
+        first.acquire("bucket")
+    second.acquire("bucket")  # index 6, sent just after first's index 5
+    second.penalize("bucket", 1.0)  # its 429 comes back first...
+    first.penalize("bucket", 1.0)  # ...then the earlier request's
+    current = first.episode("bucket")
+    assert current is not None
+    assert current.ceiling == 5
+    first_episode_resume = current.resume_at
+    second.penalize("bucket", 1.0)  # no ticket left: extends the cooldown only
+    current = first.episode("bucket")
+    assert current is not None
+    assert current.ceiling == 5
+    assert current.resume_at >= first_episode_resume
+
+
+def test_a_stale_write_is_refused(redis: Redis, prefix: str) -> None:
+    gate = limiter(redis, prefix, Sleeps())
+    gate.penalize("bucket", 1.0)
+    keys = [f"{prefix}:bucket:{k}" for k in ("cooldown", "episode", "schedule")]
+    stale = gate._write(keys=keys, args=["", 1, 1, 1, 1, -1, 60_000, 1, 1])
+    assert stale == 0
+    current = gate.episode("bucket")
+    assert current is not None and current.ceiling == 4
+
+
+def test_polar_client_reports_its_429_with_the_rejected_request(
+    redis: Redis, prefix: str
+) -> None:
+    answers = iter([200] * 3 + [429])
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        if status == 429:
+            return httpx.Response(429, headers={"retry-after": "1"})
+        return httpx.Response(200, json={"seats": [], "available_seats": 0, "total_seats": 0})
+
+    gate = limiter(redis, prefix, Sleeps(), RateLimit(10, 1.0))
+    token = SecretStr("polar_oat_test")
+    http = httpx.Client(base_url="https://polar.test", transport=httpx.MockTransport(respond))
+    client = PolarClient(http, token, gate)
+    for _ in range(3):
+        client.list_seats(subscription_id="s")
+    with pytest.raises(PolarHTTPError) as info:
+        client.list_seats(subscription_id="s")
+    assert info.value.status == 429
+    current = gate.episode(token_bucket(token))
+    assert current is not None and current.ceiling == 3
+    assert gate.cooldown_remaining(token_bucket(token)) == pytest.approx(1.0, abs=0.1)
+
+
+# -- against a simulated Polar fixed window ----------------------------------------------
+
+
+@dataclass
+class FixedWindow:
+    """Polar's limiter (asgi-ratelimit's Redis backend): a window opens at the first hit
+    after the previous one expired, another integration spends ``background`` of it as it
+    opens, refused hits are not counted, a 429 says retry-after = the window length."""
+
+    limit: int
+    window: float
+    background: int = 0
+    opened: float = float("-inf")
+    left: int = 0
+    windows: list[list[float]] = field(default_factory=list)  # [opened, admitted, refused]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hit(self, now: float) -> float | None:
+        with self.lock:
+            if now >= self.opened + self.window:
+                self.opened, self.left = now, self.limit - self.background
+                self.windows.append([now, 0, 0])
+            if self.left < 1:
+                self.windows[-1][2] += 1
+                return self.window
+            self.left -= 1
+            self.windows[-1][1] += 1
+            return None
+
+    @property
+    def rejected(self) -> int:
+        return int(sum(w[2] for w in self.windows))
+
+
+def drive(gate: SharedRateLimiter, server: FixedWindow, admitted: int, *, threads: int = 3,
+          on_admit: Any = None) -> list[int]:
+    """``threads`` workers send through ``gate`` until ``admitted`` requests got through;
+    returns the fleet's share seen at each admission."""
+    done: list[int] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            while True:
+                with lock:
+                    if len(done) >= admitted:
+                        return
+                gate.acquire("bucket")
+                retry_after = server.hit(time.monotonic())
+                if retry_after is not None:
+                    gate.penalize("bucket", retry_after)
+                    continue
+                with lock:
+                    done.append(ticket(gate).share)
+                if on_admit is not None:
+                    on_admit(len(done))
+        except BaseException as error:  # pragma: no cover - surfaced below
+            errors.append(error)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert not errors, errors
+    return done
+
+
+# 10 per 250 ms windows; a 10 % allowance (25 ms) absorbs thread scheduling on a busy
+# machine; bursts at twice the average rate (12.5 ms apart), so a 429 is known to every
+# process before the next request goes.
+SIM = RateLimit(10, 0.25)
+SIM_KW: dict[str, Any] = {"headroom": 0.1, "max_allowance": 1.0, "burst": 2.0, "max_hold": 1.0}
+
+
+def test_steady_state_against_a_fixed_window_gives_no_429(redis: Redis, prefix: str) -> None:
+    server = FixedWindow(limit=10, window=0.25)
+    gate = SharedRateLimiter(redis, prefix, SIM, **SIM_KW)
+    started = time.monotonic()
+    drive(gate, server, 80)
+    elapsed = time.monotonic() - started
+    assert server.rejected == 0
+    # Threads still inside ``acquire`` when the 80th got through may send a few more.
+    assert [w[1] for w in server.windows[:8]] == [10] * 8
+    # 8 windows: 7 whole spans plus the last burst, not 8 evenly spread windows.
+    assert elapsed < 7 * 0.275 + 0.25
+
+
+def test_after_interference_the_adapted_share_gives_no_second_429(
+    redis: Redis, prefix: str
+) -> None:
+    server = FixedWindow(limit=10, window=0.25, background=3)
+    gate = SharedRateLimiter(redis, prefix, SIM, tuning=Tuning(1, 1, 60), **SIM_KW)
+    shares = drive(gate, server, 70)
+    assert server.rejected == 1  # the one that revealed the other integration
+    assert server.windows[0][1:] == [7, 1]
+    current = gate.episode("bucket")
+    assert current is not None and current.ceiling == 7
+    # After the cooldown: one window at 6, then back up to the ceiling, and held there.
+    assert shares[7] == 6
+    assert shares[-1] == 7
+    assert max(shares[7:]) == 7
+    assert all(w[1] + 3 <= 10 for w in server.windows)
+
+
+def test_after_the_hold_it_probes_back_up_when_the_interference_is_gone(
+    redis: Redis, prefix: str
+) -> None:
+    server = FixedWindow(limit=10, window=0.25, background=3)
+
+    def interference_ends(admitted: int) -> None:
+        if admitted == 7:
+            server.background = 0
+
+    gate = SharedRateLimiter(redis, prefix, SIM, tuning=Tuning(1, 1, 2), **SIM_KW)
+    shares = drive(gate, server, 110, on_admit=interference_ends)
+    assert server.rejected == 1
+    assert shares[-1] == 10  # 7 + one step per window after the hold, back to the budget
+    assert sorted(set(shares)) == [6, 7, 8, 9, 10]
+
+
+def test_a_probe_into_steady_interference_costs_one_429_per_hold(
+    redis: Redis, prefix: str
+) -> None:
+    server = FixedWindow(limit=10, window=0.25, background=3)
+    gate = SharedRateLimiter(redis, prefix, SIM, tuning=Tuning(1, 1, 3), **SIM_KW)
+    shares = drive(gate, server, 90)
+    # The first 429 reveals the interference; after the hold (3 windows, plus one to climb
+    # the margin back) the probe at 8 gets one 429, and the share is back at the same
+    # ceiling: one 429 per hold, never two in a window.
+    rejected = [i for i, w in enumerate(server.windows) if w[2]]
+    assert rejected[0] == 0
+    assert len(rejected) >= 2
+    assert all(server.windows[i][2] == 1 for i in rejected)
+    assert all(b - a >= 4 for a, b in zip(rejected, rejected[1:], strict=False))
+    current = gate.episode("bucket")
+    assert current is not None and current.ceiling == 7
+    assert 8 in shares
