@@ -91,8 +91,13 @@ class Settings(BaseSettings):
     # The reconciler sends a request again when its lease runs out: a queued request whose
     # message may have been lost, a running one whose worker died, a retry that never came.
     queued_lease_seconds: float = Field(600.0, gt=0)
-    running_lease_seconds: float = Field(420.0, gt=0)
+    # A running request's lease is renewed by its worker's heartbeat every few seconds, so
+    # it only runs out when the worker is gone: then it is sent again.
+    running_lease_seconds: float = Field(20.0, gt=0)
     scheduler_interval_seconds: float = Field(5.0, gt=0)
+    # Every `seat-revoker worker` node runs the scheduler loop unless this is false (or the
+    # node was started with --no-scheduler).
+    worker_scheduler: bool = True
     # While the queue is paused (a token, scope or API version Polar refuses for every
     # request, see ``worker.fleetpause``), one request is let through this often as a probe.
     pause_probe_seconds: float = Field(30.0, gt=0)

@@ -69,23 +69,25 @@ def main(verbose: bool) -> None:
               help="Worker processes (default: number of CPUs).")
 @click.option("--loglevel", default=None, help="Overrides LOG_LEVEL.")
 @click.option("--hostname", "-n", default=None, help="Celery node name, e.g. w1@%h.")
-@click.option("--with-scheduler", is_flag=True,
-              help="Also run the scheduler/reconciler in this node's main process.")
+@click.option("--no-scheduler", is_flag=True,
+              help="Do not run the scheduler/reconciler in this node (for deployments that "
+              "run `seat-revoker scheduler` on its own; also WORKER_SCHEDULER=false).")
+@click.option("--with-scheduler", is_flag=True, hidden=True,
+              help="Accepted for compatibility: the scheduler runs by default.")
 def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
-           with_scheduler: bool) -> None:
-    """Start a Celery worker with the project's configuration."""
+           no_scheduler: bool, with_scheduler: bool) -> None:
+    """Start a Celery worker node. Its main process also runs the node heartbeat and the
+    scheduler (scheduled requests released, lost ones re-sent; one pass at a time across
+    the fleet)."""
     settings = load_settings()
     try:
         settings.access_token  # noqa: B018 - fail now, not on the first task
         Store.from_url(settings.database_url)
     except ConfigError as exc:
         fail(str(exc))
-    from worker.tasks import app
+    from worker.tasks import app, start_node_services
 
-    if with_scheduler:
-        from worker.tasks import start_scheduler_when_ready
-
-        start_scheduler_when_ready(settings)
+    start_node_services(settings, scheduler=settings.worker_scheduler and not no_scheduler)
     argv = ["worker", f"--loglevel={(loglevel or settings.log_level).upper()}",
             f"--queues={settings.queue_name}", "--without-mingle", "--without-gossip"]
     if concurrency:

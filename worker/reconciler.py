@@ -4,8 +4,12 @@ may have lost. The record store is the source of truth, so nothing recorded ther
 - ``scheduled`` requests whose ``effective_at`` has come are moved to ``queued`` and sent
   (never parked in Redis as a long ETA, which Redis would redeliver after its
   visibility timeout);
-- an in-flight request (``queued``/``running``/``retrying``) whose lease ran out — its
-  worker was SIGKILLed, its message sat unacked on a dead node — is sent again;
+- a queued or retrying request whose message is gone — held by a node that died
+  (``worker.nodes``: nodes record themselves and the requests they hold), or neither
+  waiting in the broker's queue nor held by a live node on two passes in a row — is sent
+  again within seconds, not after a lease;
+- a running request whose worker stopped renewing its lease (the worker's heartbeat renews
+  it every few seconds, so a short lease never runs out under a live worker) is sent again;
 - when Redis comes back empty (its epoch marker is gone), every queued or retrying
   request is sent again at once.
 
@@ -16,8 +20,10 @@ is serialised by its seat lock. One scheduler pass runs at a time across all pro
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,7 +32,9 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from worker.logs import get_logger
+from worker.metrics import queue_keys
 from worker.models import utcnow
+from worker.nodes import NodeRegistry
 from worker.outcomes import State
 from worker.producer import Producer
 
@@ -34,11 +42,62 @@ log = get_logger("seat_revoker.scheduler")
 BATCH = 1000
 
 
+# A request must be missing from the broker and from every live node this long (and on
+# two passes) before its message counts as lost: covers the instant between a producer's
+# commit and its publish, and between a node taking a message and recording it.
+MISSING_GRACE_SECONDS = 5.0
+
+
 @dataclass(frozen=True)
 class PassResult:
     released: int  # scheduled requests that came due
     requeued: int  # in-flight requests sent again
     redis_was_emptied: bool
+    lost: int = 0  # of those, messages found lost (dead node, vanished from the broker)
+
+
+def lost_messages(
+    in_flight: Sequence[tuple[str, str]],
+    *,
+    in_broker: set[str],
+    held_live: set[str],
+    held_dead: set[str],
+    missing_before: set[str],
+) -> tuple[list[str], set[str]]:
+    """Which in-flight requests lost their message (pure).
+
+    ``in_flight`` is (id, state) of requests not changed for a grace period. A request a
+    dead node held is lost at once (unless a live node holds it now); a queued/retrying
+    one that is neither in the broker's queue nor held by a live node is lost when it was
+    missing on the previous pass too. Running ones are left to their heartbeat lease.
+    Returns (ids to send again, ids missing on this pass).
+    """
+    resend: list[str] = []
+    missing: set[str] = set()
+    for request_id, state in in_flight:
+        if request_id in held_live:
+            continue
+        if request_id in held_dead:
+            resend.append(request_id)
+        elif state == State.RUNNING.value or request_id in in_broker:
+            continue
+        elif request_id in missing_before:
+            resend.append(request_id)
+        else:
+            missing.add(request_id)
+    return resend, missing
+
+
+def broker_task_ids(redis: Redis, keys: Iterable[str]) -> set[str]:
+    """Ids of the tasks waiting in the broker's queue lists (kombu JSON messages)."""
+    found: set[str] = set()
+    for key in keys:
+        for raw in redis.lrange(key, 0, -1):
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                task_id = json.loads(raw).get("headers", {}).get("id")
+                if task_id:
+                    found.add(str(task_id))
+    return found
 
 
 class Reconciler:
@@ -46,7 +105,9 @@ class Reconciler:
         self.producer = producer
         self.settings: Settings = producer.settings
         self.redis: Redis = producer.redis
+        self.nodes = NodeRegistry(self.redis, self.settings.redis_key("nodes"))
         self._epoch_key = self.settings.redis_key("epoch")
+        self._missing_key = self.settings.redis_key("scheduler", "missing")
 
     def run_once(self) -> PassResult | None:
         """One pass, unless another process is running one right now."""
@@ -56,8 +117,10 @@ class Reconciler:
             return None
         try:
             emptied = self._redis_was_emptied()
-            return PassResult(self.release_due(), self.requeue_stale(everything=emptied),
-                              emptied)
+            released = self.release_due()
+            lost = 0 if emptied else self.requeue_lost()
+            return PassResult(released, lost + self.requeue_stale(everything=emptied),
+                              emptied, lost)
         finally:
             with contextlib.suppress(RedisError):
                 lock.release()
@@ -82,6 +145,47 @@ class Reconciler:
             log.info("scheduler.released", count=len(moved))
             if len(due) < BATCH:
                 return released
+
+    def requeue_lost(self) -> int:
+        """Send again the requests whose message a dead node held or the broker lost."""
+        in_flight = self.producer.store.in_flight(
+            updated_before=utcnow() - timedelta(seconds=MISSING_GRACE_SECONDS))
+        if not in_flight:
+            self.redis.delete(self._missing_key)
+            return 0
+        held_live, dead = self.nodes.holdings()
+        held_dead = set().union(*dead.values()) if dead else set()
+        unaccounted = {rid for rid, state in in_flight
+                       if rid not in held_live and state != State.RUNNING.value}
+        in_broker = (broker_task_ids(self.redis, queue_keys(self.settings.namespace,
+                                                            self.settings.queue_name))
+                     if unaccounted - held_dead else set())
+        missing_before = {m.decode() if isinstance(m, bytes) else str(m)
+                          for m in self.redis.smembers(self._missing_key)}
+        resend, missing = lost_messages(in_flight, in_broker=in_broker, held_live=held_live,
+                                        held_dead=held_dead, missing_before=missing_before)
+        pipe = self.redis.pipeline()
+        pipe.delete(self._missing_key)
+        if missing:
+            pipe.sadd(self._missing_key, *missing)
+            pipe.expire(self._missing_key, int(self.settings.scheduler_interval_seconds * 4) + 1)
+        pipe.execute()
+        sent = self._send_again(resend, "message lost") if resend else 0
+        for node, ids in dead.items():
+            self.nodes.forget(node, ids)
+            log.warning("scheduler.node_dead", node=node, held=len(ids))
+        return sent
+
+    def _send_again(self, ids: list[str], why: str) -> int:
+        lease = timedelta(seconds=self.settings.queued_lease_seconds)
+        moved = self.producer.store.transition(
+            ids, from_states=[State.QUEUED, State.RETRYING, State.RUNNING],
+            to_state=State.QUEUED, detail={"requeued": why},
+            lease_expires_at=utcnow() + lease)
+        self.producer.send(moved)
+        if moved:
+            log.warning("scheduler.requeued", count=len(moved), reason=why)
+        return len(moved)
 
     def requeue_stale(self, *, everything: bool = False) -> int:
         """Send again the in-flight requests whose lease ran out (all queued/retrying ones

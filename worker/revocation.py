@@ -123,9 +123,14 @@ def _run(
     seat_id = record.seat_id
     assert seat_id is not None
     try:
-        with seat_lock(rt.redis, _lock_key(rt, seat_id), ttl=rt.settings.seat_lock_seconds):
-            lease = utcnow() + timedelta(seconds=rt.settings.running_lease_seconds)
-            claimed = rt.store.claim(record.id, lease_until=lease)
+        with seat_lock(rt.redis, _lock_key(rt, seat_id),
+                       ttl=rt.settings.seat_lock_seconds) as heartbeat:
+            claimed = rt.store.claim(record.id, lease_until=_running_lease(rt))
+            if claimed is not None:
+                # The lease follows this worker's liveness: renewed while it works, so it
+                # can be short and still never run out under a live worker.
+                heartbeat.also("lease", lambda: rt.store.renew_lease(
+                    record.id, until=_running_lease(rt)))
             if claimed is None:
                 log.info("request.skipped_terminal")
                 final = rt.store.get(record.id)
@@ -204,7 +209,7 @@ def _switch_seat(rt: Runtime, record: RevocationRequest, stale: str, held: str) 
     """The seat id named is someone else's now, but the person holds ``held`` in the same
     subscription/order: that is the seat to revoke. Both ids stay on the record."""
     lock = rt.redis.lock(_lock_key(rt, held), timeout=rt.settings.seat_lock_seconds,
-                         blocking_timeout=0)
+                         blocking_timeout=0, thread_local=False)
     if not lock.acquire():
         raise SeatBusy(held)
     # Held until the lock expires: long enough for one DELETE, and a redelivery of the
@@ -491,6 +496,10 @@ def _portal_token(rt: Runtime, record: RevocationRequest) -> SecretStr:
     if token is None:
         raise PolarHTTPError(401, "PortalTokenMissing", "customer session token expired or missing")
     return token
+
+
+def _running_lease(rt: Runtime) -> datetime:
+    return utcnow() + timedelta(seconds=rt.settings.running_lease_seconds)
 
 
 def _retry_lease(rt: Runtime, delay: float) -> datetime:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.models import Batch, BatchItem, RequestEvent, RevocationRequest, utcnow
-from worker.outcomes import TERMINAL_STATES, State
+from worker.outcomes import IN_FLIGHT_STATES, TERMINAL_STATES, State
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x5EA7  # pg_advisory_lock key serialising concurrent migrations
@@ -219,6 +219,31 @@ class Store:
                     )
                 )
             return record
+
+    def renew_lease(self, request_id: str, *, until: datetime) -> bool:
+        """Extend a running request's lease (its worker's heartbeat); False once it is no
+        longer running (finished, or handed to another attempt)."""
+        with self.session() as session:
+            result = session.execute(
+                update(RevocationRequest)
+                .where(RevocationRequest.id == request_id,
+                       RevocationRequest.state == State.RUNNING.value)
+                .values(lease_expires_at=until)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def in_flight(self, *, updated_before: datetime, limit: int = 100_000
+                  ) -> list[tuple[str, str]]:
+        """(id, state) of queued, running and retrying requests last changed before
+        ``updated_before`` — what the reconciler checks against the broker."""
+        with self.session() as session:
+            rows = session.execute(
+                select(RevocationRequest.id, RevocationRequest.state)
+                .where(RevocationRequest.state.in_([s.value for s in IN_FLIGHT_STATES]),
+                       RevocationRequest.updated_at < updated_before)
+                .limit(limit)
+            ).all()
+            return [(row[0], row[1]) for row in rows]
 
     def transition(
         self,

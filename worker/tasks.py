@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, Task
@@ -9,14 +10,18 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    task_received,
     worker_process_init,
     worker_ready,
     worker_shutdown,
 )
+from redis import Redis
+from redis.exceptions import RedisError
 
 from config.celery import REVOKE_TASK, celery_config
 from config.settings import Settings
 from worker.logs import bind_task_context, clear_task_context, configure_logging, get_logger
+from worker.nodes import NodeRegistry, run_heartbeat
 from worker.revocation import Deferred, run_revocation
 from worker.runtime import get_runtime
 
@@ -40,9 +45,10 @@ def _route_celery_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
-def start_scheduler_when_ready(settings: Settings) -> None:
-    """Run the scheduler loop in a thread of this node's main process once the pool is up
-    (``seat-revoker worker --with-scheduler``); it stops with the node."""
+def start_node_services(settings: Settings, *, scheduler: bool) -> None:
+    """Once the pool is up, run in this node's main process: the node heartbeat (liveness
+    and the requests it holds, ``worker.nodes``) and, unless opted out, the scheduler loop
+    (one pass at a time across the fleet). Both stop with the node."""
     import threading
 
     from worker.reconciler import run_scheduler
@@ -50,13 +56,58 @@ def start_scheduler_when_ready(settings: Settings) -> None:
     stop = threading.Event()
 
     @worker_ready.connect(weak=False)
-    def _start(**_: Any) -> None:
-        threading.Thread(target=run_scheduler, args=(settings, stop), name="scheduler",
-                         daemon=True).start()
+    def _start(sender: Any = None, **_: Any) -> None:
+        node = node_id(getattr(sender, "hostname", None) or "unknown")
+        registry = NodeRegistry(Redis.from_url(settings.redis_url), settings.redis_key("nodes"))
+        threading.Thread(target=run_heartbeat, args=(registry, node, stop),
+                         name="node-heartbeat", daemon=True).start()
+        if scheduler:
+            threading.Thread(target=run_scheduler, args=(settings, stop), name="scheduler",
+                             daemon=True).start()
+        log.info("node.started", node=node, scheduler=scheduler)
 
     @worker_shutdown.connect(weak=False)
     def _stop(**_: Any) -> None:
         stop.set()
+
+
+_registry: NodeRegistry | None = None
+# The node's main process id, set at import there and inherited by the forked pool
+# processes: with the Celery hostname it names this node even when several nodes on one
+# machine share a hostname.
+_MAIN_PID = os.getpid()
+
+
+def node_id(hostname: object) -> str:
+    return f"{hostname}|{_MAIN_PID}"
+
+
+def _nodes() -> NodeRegistry:
+    global _registry
+    if _registry is None:
+        settings = Settings()
+        _registry = NodeRegistry(Redis.from_url(settings.redis_url), settings.redis_key("nodes"))
+    return _registry
+
+
+@task_received.connect
+def _node_holds(request: Any = None, **_: Any) -> None:
+    """The node took a message (to run now, or to hold until its countdown)."""
+    if request is not None and getattr(request, "name", None) == REVOKE_TASK:
+        try:
+            _nodes().hold(node_id(request.hostname), str(request.id))
+        except RedisError as exc:
+            log.warning("node.hold_failed", error=type(exc).__name__)
+
+
+@task_postrun.connect
+def _node_released(task: Any = None, task_id: str | None = None, **_: Any) -> None:
+    hostname = getattr(getattr(task, "request", None), "hostname", None)
+    if task_id and hostname:
+        try:
+            _nodes().release(node_id(hostname), task_id)
+        except RedisError as exc:
+            log.warning("node.release_failed", error=type(exc).__name__)
 
 
 @worker_process_init.connect
