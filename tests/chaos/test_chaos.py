@@ -162,3 +162,79 @@ def test_pending_request_for_a_reassigned_seat_keeps_the_new_person(stack: Local
     assert stack.control.seat(seat["id"])["email"] == "new@acme.test"
     assert stack.control.seat(seat["id"])["status"] == "claimed"
     assert stack.control.stats()["revocations_by_seat"] == {seat["id"]: 1}  # only HR's
+
+
+def held_by(stack: LocalStack, node: object) -> set[str]:
+    """Request ids a worker node has recorded as held (``worker.nodes``)."""
+    from redis import Redis
+
+    redis = Redis.from_url(stack.settings.redis_url)
+    prefix = stack.settings.redis_key("nodes", "holds")
+    ids: set[str] = set()
+    for key in redis.scan_iter(match=f"{prefix}:{getattr(node, 'name', '')}-*"):
+        ids |= {m.decode() for m in redis.smembers(key)}
+    return ids
+
+
+def test_plain_fleet_recovers_a_sigkilled_node_in_seconds(
+    private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    """Two plain ``seat-revoker worker`` nodes (scheduler built in, default leases), 40/s;
+    one node SIGKILLed mid-batch: every request it held is sent again within 30 s."""
+    with LocalStack(workdir=tmp_path, redis_url=private_redis.url, rate_limit="40/second",
+                    sandbox_rate_limit="40/second",
+                    settings_overrides={"polar_read_timeout": 2.0,
+                                        "retry_inline_max_wait": 2.0}) as stack:
+        victim = stack.add_worker(concurrency=2, name="victim")
+        stack.add_worker(concurrency=2, name="survivor")
+        seat_ids, batch_id = seed_batch(stack, 600)
+        wait_finished(stack, batch_id, 0.3)
+        held = held_by(stack, victim)
+        killed = time.monotonic()
+        victim.kill()
+        assert held, "the node held requests when it died"
+
+        assert_every_seat_revoked_once(stack, seat_ids, batch_id, timeout=120)
+        finished = [stack.store.get(request_id) for request_id in held]
+        recovery = max((r.finished_at for r in finished if r and r.finished_at),
+                       default=None)
+        assert recovery is not None
+        resent = [e for r in held for e in stack.store.history(r)
+                  if (e.detail or {}).get("requeued")]
+        print(f"node SIGKILLed holding {len(held)} requests; re-sent {len(resent)}; "
+              f"last of them finished {time.monotonic() - killed:.1f}s after the kill "
+              f"(running lease {stack.settings.running_lease_seconds:g}s, scheduler every "
+              f"{stack.settings.scheduler_interval_seconds:g}s)")
+        for request_id in held:
+            events = stack.store.history(request_id)
+            assert events[-1].state == "revoked"
+        # Nothing held by the dead node waited for a long lease: all done well within 30 s
+        # of the batch's own end.
+        assert all(r is not None and r.state == "revoked" for r in finished)
+
+
+def test_pool_process_killed_while_its_delete_hangs(stack: LocalStack) -> None:
+    """The DELETE reached Polar and was applied, then the answer never came and the
+    process died: the re-run reads the seat list and records it, with no second DELETE."""
+    node = stack.add_worker(concurrency=1)
+    subscription_id = str(uuid.uuid4())
+    seat = stack.control.create_seats([{"subscription_id": subscription_id,
+                                        "email": "leaver@acme.test"}])[0]
+    stack.control.add_fault(method="DELETE", seat_id=seat["id"], apply_then_hang=True,
+                            hang_s=30, times=1)
+    record = stack.producer.submit(RevocationInput(
+        seat_id=seat["id"], subscription_id=subscription_id, email="leaver@acme.test")).record
+    deadline = time.monotonic() + 20
+    while stack.control.stats()["deletes_by_seat"].get(seat["id"]) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for pid in node.child_pids():
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+
+    final = stack.wait_terminal([record.id], timeout=60)[0]
+
+    assert final.state == "revoked"
+    assert time.monotonic() - killed < 20
+    assert stack.control.stats()["deletes_by_seat"][seat["id"]] == 1
+    assert stack.control.stats()["revocations_by_seat"] == {seat["id"]: 1}

@@ -114,7 +114,7 @@ def test_scheduled_requests_wait_and_can_be_cancelled(sandbox_reset: LocalStack)
     assert stack.control.seat(dropped)["status"] == "claimed"
 
 
-def test_worker_with_scheduler_releases_due_requests(
+def test_every_worker_runs_the_scheduler_unless_told_not_to(
     sandbox_reset: LocalStack, tmp_path: Path
 ) -> None:
     stack = sandbox_reset
@@ -123,11 +123,17 @@ def test_worker_with_scheduler_releases_due_requests(
         seat_id=seat_id, effective_at=utcnow() + timedelta(seconds=3), guard=False,
     )).record
     assert record.state == "scheduled"
-    node = WorkerProcess(env={**stack.env, "SCHEDULER_INTERVAL_SECONDS": "0.5"},
-                         log_path=tmp_path / "with-scheduler.log", concurrency=1,
-                         name="ws", extra_args=["--with-scheduler"]).start()
+    plain = WorkerProcess(env={**stack.env, "SCHEDULER_INTERVAL_SECONDS": "0.5"},
+                          log_path=tmp_path / "plain.log", concurrency=1, name="plain").start()
+    opted_out = WorkerProcess(env=stack.env, log_path=tmp_path / "opted-out.log",
+                              concurrency=1, name="out", extra_args=["--no-scheduler"]).start()
     try:
         assert stack.wait_terminal([record.id], timeout=60)[0].state == "revoked"
     finally:
-        node.stop()
-    assert '"scheduler.released"' in (tmp_path / "with-scheduler.log").read_text()
+        plain.stop()
+        opted_out.stop()
+    plain_log = (tmp_path / "plain.log").read_text()
+    assert '"event": "node.started"' in plain_log and '"scheduler": true' in plain_log
+    assert '"scheduler": false' in (tmp_path / "opted-out.log").read_text()
+    released = plain_log + stack.logs()
+    assert '"scheduler.released"' in released
