@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -135,6 +138,33 @@ def _report_row(line: int, record: RevocationRequest) -> dict[str, Any]:
         "idempotency_key": record.idempotency_key,
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
     }
+
+
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
+# (CSV injection): ``=HYPERLINK(…)`` in a reason or a Polar error must stay text.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` for a report cell: text a spreadsheet would run as a formula is prefixed
+    with ``'`` (shown as text, the formula never evaluated); other values as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def report_csv(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """The batch report as CSV text, one chunk per row (the header first): the one writer
+    behind ``seat-revoker report --format csv`` and ``/v1/batches/{id}/report.csv``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(REPORT_COLUMNS), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({name: csv_cell(value) for name, value in row.items()})
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
 
 
 def list_batches(store: Store, limit: int = 50) -> list[Batch]:

@@ -2,7 +2,11 @@
 
 Every problem is reported with its line number (for a JSON array: its 1-based item number)
 and nothing is returned unless the whole file is valid, so a bad file never enqueues half a
-batch. Rows with the same idempotency key collapse to the first one.
+batch. Identical rows (the same idempotency key and the same content) collapse to the first
+one; two rows with the same key but different content (another seat, another person, another
+reason…) are a conflict that rejects the file, naming both lines: dropping either would
+silently skip someone. Echoed values are clipped so an error report stays small whatever the
+file holds.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -28,12 +33,26 @@ COLUMNS = (
 _BOOLEAN_TEXT = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 MAX_ROWS = 100_000
 MAX_REPORTED_ERRORS = 50
+MAX_MESSAGE = 300  # characters of one problem's text (values in it are clipped)
+# Fields compared to tell an identical duplicate row from a conflicting one.
+CONTENT_FIELDS = (
+    "seat_id", "subscription_id", "order_id", "email", "member_id", "customer_id",
+    "external_id", "mode", "reason", "effective_at", "guard",
+)
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
 class LineError:
     line: int
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", clip(self.message))
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.message}" if self.line else self.message
@@ -59,7 +78,7 @@ class BatchRow:
 @dataclass(frozen=True)
 class ParsedBatch:
     rows: list[BatchRow]  # unique by idempotency key, in file order
-    duplicates: int  # rows dropped because an earlier row had the same key
+    duplicates: int  # identical rows dropped because an earlier row was the same request
 
     @property
     def requests(self) -> list[RevocationInput]:
@@ -93,7 +112,7 @@ def parse_batch(
     records = {"csv": _csv_records, "jsonl": _jsonl_records, "json": _json_records}[fmt]
     errors: list[LineError] = []
     rows: list[BatchRow] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, BatchRow] = {}
     duplicates = 0
     for line, record in records(text, errors):
         if len(rows) + duplicates >= MAX_ROWS:
@@ -103,16 +122,60 @@ def parse_batch(
         if request is None:
             continue
         key = request.idempotency_key()
-        if key in seen:
-            duplicates += 1
+        first = seen.get(key)
+        if first is None:
+            seen[key] = row = BatchRow(line, request)
+            rows.append(row)
             continue
-        seen[key] = line
-        rows.append(BatchRow(line, request))
+        differing = differing_content(first.request, request)
+        if differing:
+            errors.append(LineError(line, _conflict_text(first, request, differing)))
+        else:
+            duplicates += 1
     if not errors and not rows:
         errors.append(LineError(0, "the file has no rows"))
     if errors:
         raise BatchFileError(errors)
     return ParsedBatch(rows, duplicates)
+
+
+def content_of(request: RevocationInput) -> dict[str, Any]:
+    """What a row asks for, normalised as its idempotency key is (email case-folded)."""
+    data = {name: getattr(request, name) for name in CONTENT_FIELDS}
+    if data["email"]:
+        data["email"] = data["email"].casefold()
+    return data
+
+
+def differing_content(first: RevocationInput, second: RevocationInput) -> list[str]:
+    """The fields in which two requests with one idempotency key differ (empty: the same)."""
+    a, b = content_of(first), content_of(second)
+    return [name for name in CONTENT_FIELDS if a[name] != b[name]]
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return clip(repr(value), 60)
+
+
+def _conflict_text(first: BatchRow, request: RevocationInput, differing: list[str]) -> str:
+    if request.key:
+        same = f"key {clip(repr(request.key), 60)} is also used on line {first.line}"
+        fix = "give each row its own key, or remove one of them"
+    else:
+        same = f"same seat and person as line {first.line} (so the same request)"
+        fix = "remove one of them, or give them distinct keys"
+    changes = "; ".join(
+        f"{name} {_shown(getattr(first.request, name))} there, "
+        f"{_shown(getattr(request, name))} here"
+        for name in differing
+    )
+    return f"{same} with different content, so one would be skipped ({fix}): {changes}"
 
 
 def _decode(data: bytes) -> str:
@@ -168,6 +231,9 @@ def _jsonl_records(text: str, errors: list[LineError]) -> Iterator[tuple[int, di
         except json.JSONDecodeError as exc:
             errors.append(LineError(line, f"not valid JSON: {exc.msg}"))
             continue
+        except RecursionError:
+            errors.append(LineError(line, "not valid JSON: nested too deeply"))
+            continue
         if not isinstance(record, dict):
             errors.append(LineError(line, "each line must be a JSON object"))
             continue
@@ -179,6 +245,9 @@ def _json_records(text: str, errors: list[LineError]) -> Iterator[tuple[int, dic
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         errors.append(LineError(exc.lineno, f"not valid JSON: {exc.msg}"))
+        return
+    except RecursionError:
+        errors.append(LineError(1, "not valid JSON: nested too deeply"))
         return
     if not isinstance(items, list):
         errors.append(LineError(1, "a JSON batch must be an array of objects"))
@@ -202,6 +271,10 @@ def _validate(
         for name, value in record.items()
         if value not in (None, "")
     }
+    nul = [name for name, value in values.items() if isinstance(value, str) and "\x00" in value]
+    if nul:
+        errors.append(LineError(line, f"{nul[0]}: contains a NUL character"))
+        return None
     guard = values.get("guard")
     if isinstance(guard, str):
         if guard.lower() not in _BOOLEAN_TEXT:

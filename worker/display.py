@@ -1,4 +1,8 @@
-"""Human-readable output for the CLI (rich)."""
+"""Human-readable output for the CLI (rich).
+
+Nothing read from the store, Redis or Polar is ever parsed as Rich markup: values become
+``rich.text.Text`` (styled where we style them), so a reason, a batch name or a Polar error
+holding ``[/x]`` prints as written instead of raising ``MarkupError``."""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from worker.fleetpause import PauseInfo
 from worker.models import RevocationRequest
@@ -26,50 +30,72 @@ STATE_STYLE = {
 console = Console()
 
 
-def styled_state(state: str) -> str:
-    style = STATE_STYLE.get(State(state), "blue")
-    return f"[{style}]{state}[/{style}]"
+def plain(value: object) -> Text:
+    """Stored or remote text as it is: never parsed as Rich markup (a reason, a batch
+    name or a Polar error may hold ``[/x]``, which markup would choke on)."""
+    return Text("" if value is None else str(value))
 
 
-def verification_text(record: RevocationRequest) -> str | None:
+def styled_state(state: str) -> Text:
+    try:
+        style = STATE_STYLE.get(State(state), "blue")
+    except ValueError:  # not a state this version knows: shown as it is
+        style = "blue"
+    return Text(state, style=style)
+
+
+def verification_text(record: RevocationRequest) -> Text | None:
     """Whether the seat list confirmed the end state: ``None`` when it was not checked."""
     if record.end_state_verified is None:
         return None
     when = f" at {record.verified_at.isoformat()}" if record.verified_at else ""
     if record.end_state_verified:
-        return f"yes{when}: the person holds no active seat there"
-    return f"[bold red]no[/bold red]{when}: the seat list still shows them holding one"
+        return Text(f"yes{when}: the person holds no active seat there")
+    return Text.assemble(("no", "bold red"),
+                         f"{when}: the seat list still shows them holding one")
 
 
-def record_rows(record: RevocationRequest) -> list[tuple[str, Any]]:
-    """The ``status`` fields of one request, in order (empty values are left out)."""
+def _optional(value: object) -> Text | None:
+    return None if value in (None, "", {}) else plain(value)
+
+
+def record_rows(record: RevocationRequest) -> list[tuple[str, Text | None]]:
+    """The ``status`` fields of one request, in order (``None``: left out)."""
+    person = ", ".join(
+        v for v in (record.occupant_email, record.occupant_member_id,
+                    record.occupant_customer_id, record.occupant_external_id) if v
+    )
     return [
-        ("request", record.id),
+        ("request", plain(record.id)),
         ("state", styled_state(record.state)),
-        ("outcome detail", escape(record.outcome_detail) if record.outcome_detail else None),
-        ("seat", record.seat_id),
-        ("requested seat", f"{record.requested_seat_id} (stale: the person's seat in the "
-         "same subscription/order was revoked instead)" if record.requested_seat_id else None),
-        ("guarded", "[bold yellow]false[/bold yellow] (no occupant check)"
+        ("outcome detail", _optional(record.outcome_detail)),
+        ("seat", _optional(record.seat_id)),
+        ("requested seat", plain(f"{record.requested_seat_id} (stale: the person's seat in "
+                                 "the same subscription/order was revoked instead)")
+         if record.requested_seat_id else None),
+        ("guarded", Text.assemble(("false", "bold yellow"), " (no occupant check)")
          if record.guarded is False else None),
         ("end state verified", verification_text(record)),
-        ("mode", record.mode),
-        ("subscription", record.subscription_id),
-        ("order", record.order_id),
-        ("person", ", ".join(
-            v for v in (record.occupant_email, record.occupant_member_id,
-                        record.occupant_customer_id, record.occupant_external_id) if v
-        )),
-        ("seen on seat", record.occupant_seen),
-        ("attempts", record.attempts),
-        ("last status", record.last_http_status),
-        ("last error", escape(record.last_error) if record.last_error else None),
-        ("key", escape(record.idempotency_key)),
-        ("reason", escape(record.reason) if record.reason else None),
-        ("requested by", record.requested_by),
-        ("created", record.created_at.isoformat()),
-        ("finished", record.finished_at.isoformat() if record.finished_at else None),
+        ("mode", _optional(record.mode)),
+        ("subscription", _optional(record.subscription_id)),
+        ("order", _optional(record.order_id)),
+        ("person", _optional(person)),
+        ("seen on seat", _optional(record.occupant_seen)),
+        ("attempts", _optional(record.attempts)),
+        ("last status", _optional(record.last_http_status)),
+        ("last error", _optional(record.last_error)),
+        ("key", _optional(record.idempotency_key)),
+        ("reason", _optional(record.reason)),
+        ("requested by", _optional(record.requested_by)),
+        ("created", plain(record.created_at.isoformat())),
+        ("finished", plain(record.finished_at.isoformat()) if record.finished_at else None),
     ]
+
+
+def history_line(event: Any) -> Text:
+    stamp = f"{event.at:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+    detail = f"  {event.detail}" if event.detail else ""
+    return plain(f"  {stamp}  {event.state}  (attempt {event.attempt}){detail}")
 
 
 def print_record(record: RevocationRequest, history: list[Any] | None = None) -> None:
@@ -77,15 +103,22 @@ def print_record(record: RevocationRequest, history: list[Any] | None = None) ->
     table.add_column(style="bold")
     table.add_column()
     for name, value in record_rows(record):
-        if value not in (None, "", {}):
-            table.add_row(name, str(value) if not isinstance(value, str) else value)
+        if value is not None and value.plain:
+            table.add_row(Text(name), value)
     console.print(table)
     if history:
-        console.print("[bold]history[/bold]")
+        console.print(Text("history", style="bold"))
         for event in history:
-            detail = f"  {event.detail}" if event.detail else ""
-            console.print(f"  {event.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f"  {event.state}"
-                          f"  (attempt {event.attempt}){detail}")
+            console.print(history_line(event), highlight=False)
+
+
+def batch_heading(progress: Any) -> Text:
+    state = "done" if progress.done else "in progress"
+    return Text.assemble(
+        (f"batch {progress.batch_id}", "bold"), " ", plain(progress.name or ""),
+        f" — {state}, {progress.finished}/{progress.total} finished in "
+        f"{progress.elapsed_s:.1f}s",
+    )
 
 
 def print_batch(progress: Any, as_json: bool) -> None:
@@ -95,31 +128,30 @@ def print_batch(progress: Any, as_json: bool) -> None:
 
         print(json.dumps(progress.summary()))
         return
-    state = "done" if progress.done else "in progress"
-    console.print(f"[bold]batch {progress.batch_id}[/bold] {progress.name or ''} — {state}, "
-                  f"{progress.finished}/{progress.total} finished in {progress.elapsed_s:.1f}s")
+    console.print(batch_heading(progress))
     table = Table(show_header=True)
     table.add_column("outcome")
     table.add_column("count", justify="right")
     for name, count in progress.counts.items():
-        table.add_row(styled_state(name), str(count))
+        table.add_row(styled_state(name), plain(count))
     console.print(table)
 
 
-def pause_lines(pauses: Sequence[PauseInfo]) -> list[str]:
+def pause_lines(pauses: Sequence[PauseInfo]) -> list[Text]:
     """The queue's health for ``seat-revoker status``: each pause in force, or "no pause"."""
     if not pauses:
-        return ["[green]no pause[/green]: the queue runs"]
-    lines = [f"[bold red]queue paused[/bold red] ({len(pauses)} pause(s) in force)"]
+        return [Text.assemble(("no pause", "green"), ": the queue runs")]
+    lines = [Text.assemble(("queue paused", "bold red"),
+                           f" ({len(pauses)} pause(s) in force)")]
     for info in pauses:
         status = f", HTTP {info.status}" if info.status is not None else ""
-        lines.append(f"  [bold]{escape(info.fault)}[/bold]{status} since {escape(info.since)}, "
-                     f"last probe {escape(info.last_probe)}")
-        lines.append(f"    {escape(info.message)}")
-        lines.append(f"    scope: {escape(info.scope)}")
-    lines.append("Requests wait (none is marked failed); a probe goes to Polar every "
-                 "interval and the queue resumes when one succeeds. After fixing the "
-                 "cause: seat-revoker resume --all")
+        lines.append(Text.assemble("  ", (info.fault, "bold"),
+                                   f"{status} since {info.since}, last probe {info.last_probe}"))
+        lines.append(plain(f"    {info.message}"))
+        lines.append(plain(f"    scope: {info.scope}"))
+    lines.append(Text("Requests wait (none is marked failed); a probe goes to Polar every "
+                      "interval and the queue resumes when one succeeds. After fixing the "
+                      "cause: seat-revoker resume --all"))
     return lines
 
 
@@ -137,16 +169,17 @@ def print_request_table(
     records: list[RevocationRequest], *, title: str, columns: tuple[str, ...]
 ) -> None:
     """One row per request; ``columns`` are record attributes, or ``detail``."""
-    table = Table(title=f"{title}: {len(records)}")
+    table = Table(title=plain(f"{title}: {len(records)}"))
     for name in ("request", "seat", "state", "person", *columns, "updated"):
         table.add_column(name)
     for record in records:
         extra = []
         for name in columns:
             value = detail_text(record) if name == "detail" else getattr(record, name)
-            text = value.isoformat() if hasattr(value, "isoformat") else str(value or "")
-            extra.append(escape(text))
-        table.add_row(record.id, record.seat_id or "", styled_state(record.state),
-                      record.occupant_email or record.occupant_external_id or "", *extra,
-                      record.updated_at.isoformat(timespec="seconds"))
+            extra.append(plain(value.isoformat() if hasattr(value, "isoformat")
+                               else value or ""))
+        table.add_row(plain(record.id), plain(record.seat_id or ""),
+                      styled_state(record.state),
+                      plain(record.occupant_email or record.occupant_external_id or ""),
+                      *extra, plain(record.updated_at.isoformat(timespec="seconds")))
     console.print(table)

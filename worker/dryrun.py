@@ -13,6 +13,7 @@ from datetime import timedelta
 from redis import Redis
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from config.settings import Settings
 from worker.batchfile import ParsedBatch
@@ -130,8 +131,8 @@ def dry_run(settings: Settings, parsed: ParsedBatch, *, as_json: bool) -> int:
     table = Table(title=f"dry run: {len(forecasts)} rows, {len(lists)} seat lists read")
     for column in ("line", "seat", "would be", "why"):
         table.add_column(column)
-    for f in forecasts:
-        table.add_row(str(f.line), f.seat_id or "", f.verdict, f.note)
+    for f in forecasts:  # Text: a Polar error in the note is never read as Rich markup
+        table.add_row(Text(str(f.line)), Text(f.seat_id or ""), Text(f.verdict), Text(f.note))
     console = Console()
     console.print(table)
     console.print(", ".join(f"{k}={v}" for k, v in sorted(counts.items())))

@@ -38,7 +38,7 @@ def follow(
     if console.is_terminal:
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]:.1f}/s"), TimeRemainingColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[counts]}"))
+                   TimeElapsedColumn(), TextColumn("{task.fields[counts]}", markup=False))
         with Progress(*columns, console=console, transient=False) as bar:
             current = read()
             task = bar.add_task("batch", total=current.total, rate=0.0, counts="")

@@ -73,6 +73,9 @@ def test_dashboard_shows_progress_and_retries_a_failure(
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            console_errors: list[str] = []
+            page.on("console", lambda message: console_errors.append(message.text)
+                    if message.type == "error" else None)
             page.goto(f"{server.url}/dashboard")
             assert page.url.endswith("/dashboard/login")
             page.fill("#api_key", "wrong-key-wrong-key-wrong")
@@ -114,6 +117,14 @@ def test_dashboard_shows_progress_and_retries_a_failure(
             page.wait_for_selector("text=1 request(s) for")
             page.goto(f"{server.url}/dashboard")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            # The page's script and styles run under its Content-Security-Policy.
+            assert not [e for e in console_errors if "Content Security Policy" in e]
+
+            # Signing out ends the session: the dashboard asks for a key again.
+            page.click("header button[type=submit]")
+            page.wait_for_url(f"{server.url}/dashboard/login")
+            page.goto(f"{server.url}/dashboard")
+            assert page.url.endswith("/dashboard/login")
         finally:
             browser.close()
 

@@ -322,3 +322,78 @@ def test_batch_upload_is_all_or_nothing(api: Harness) -> None:
     assert "nothing was enqueued" in body["detail"]
     assert api.get("/v1/revocations")["total"] == 0 and api.get("/v1/batches")["total"] == 0
     assert queue_depth(api) == 0
+
+
+def test_an_idempotency_key_reused_for_another_request_is_409(api: Harness) -> None:
+    seat, sub = str(uuid.uuid4()), str(uuid.uuid4())
+    body = {"seat_id": seat, "subscription_id": sub, "email": "jane@acme.com"}
+    first = api.client.post("/v1/revocations", json=body,
+                            headers={**AUTH, "Idempotency-Key": "hr-2001"})
+    assert first.status_code == 201, first.text
+    record = first.json()["request"]
+    for other, field in (
+        ({**body, "seat_id": str(uuid.uuid4())}, "seat_id"),
+        ({**body, "email": "joe@acme.com"}, "email"),
+        ({**body, "subscription_id": str(uuid.uuid4())}, "subscription_id"),
+        ({"subscription_id": sub, "email": "jane@acme.com"}, None),  # no seat: same request
+    ):
+        again = api.client.post("/v1/revocations", json=other,
+                                headers={**AUTH, "Idempotency-Key": "hr-2001"})
+        if field is None:
+            assert again.status_code == 200, again.text
+            continue
+        assert again.status_code == 409, again.text
+        conflict = again.json()
+        assert conflict["request_id"] == record["id"] and conflict["fields"] == [field]
+        assert "hr-2001" in conflict["detail"] and field in conflict["detail"]
+    # The body's own key works the same way; an identical resubmission is still a 200.
+    assert api.client.post("/v1/revocations", json={**body, "key": "hr-2001",
+                                                    "email": "x@acme.com"},
+                           headers=AUTH).status_code == 409
+    same = api.client.post("/v1/revocations", json={**body, "email": "Jane@Acme.com"},
+                           headers={**AUTH, "Idempotency-Key": "hr-2001"})
+    assert same.status_code == 200 and same.json()["request"] == record
+    assert api.get("/v1/revocations")["total"] == 1 and queue_depth(api) == 1
+
+
+def test_header_and_body_keys_must_agree(api: Harness) -> None:
+    body = {"seat_id": str(uuid.uuid4()), "guard": False, "key": "body-key"}
+    response = api.client.post("/v1/revocations", json=body,
+                               headers={**AUTH, "Idempotency-Key": "header-key"})
+    assert response.status_code == 422
+    assert ["header", "Idempotency-Key"] in [e["loc"] for e in response.json()["detail"]]
+    assert api.get("/v1/revocations")["total"] == 0
+
+
+def test_batch_rows_with_one_key_and_different_content_are_rejected(api: Harness) -> None:
+    sub = str(uuid.uuid4())
+    rows = [{"subscription_id": sub, "email": "ann@acme.com", "key": "row-1"},
+            {"subscription_id": sub, "email": "jane@acme.com", "key": "row-2"},
+            {"subscription_id": sub, "email": "joe@acme.com", "key": "row-2"}]
+    response = api.client.post("/v1/batches", json=rows, headers=AUTH)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert error["line"] == 3 and "line 2" in error["message"] and "email" in error["message"]
+    assert api.get("/v1/revocations")["total"] == 0 and queue_depth(api) == 0
+
+
+def test_batch_rows_reusing_a_stored_key_for_other_content_are_409(api: Harness) -> None:
+    sub = str(uuid.uuid4())
+    stored = api.client.post("/v1/revocations", json={"subscription_id": sub,
+                                                      "email": "jane@acme.com"},
+                             headers={**AUTH, "Idempotency-Key": "hr-3001"})
+    assert stored.status_code == 201
+    rows = [{"subscription_id": sub, "email": "ann@acme.com"},
+            {"subscription_id": sub, "email": "joe@acme.com", "key": "hr-3001"}]
+    response = api.client.post("/v1/batches", json=rows, headers=AUTH)
+    assert response.status_code == 409, response.text
+    (error,) = response.json()["errors"]
+    assert error["line"] == 2 and "hr-3001" in error["message"]
+    assert stored.json()["request"]["id"] in error["message"]
+    assert api.get("/v1/revocations")["total"] == 1 and api.get("/v1/batches")["total"] == 0
+    assert queue_depth(api) == 1
+    # Naming the stored request again is fine: the batch maps onto it.
+    same = [rows[0], {"subscription_id": sub, "email": "jane@acme.com", "key": "hr-3001"}]
+    accepted = api.client.post("/v1/batches", json=same, headers=AUTH)
+    assert accepted.status_code == 201, accepted.text
+    assert (accepted.json()["created"], accepted.json()["duplicates"]) == (1, 1)

@@ -140,6 +140,26 @@ def test_a_malformed_file_enqueues_nothing_and_names_the_lines(
     assert stack.store.count_by_state() == before
 
 
+def test_rows_sharing_a_key_with_different_seats_reject_the_file(
+    two_nodes: LocalStack, tmp_path: Path
+) -> None:
+    stack = two_nodes
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    path = write_csv(tmp_path / "same-key.csv", [
+        {"seat_id": first, "guard": "false", "key": "leaver-17"},
+        {"seat_id": second, "guard": "false", "key": "leaver-17"},
+    ])
+    before = stack.store.count_by_state()
+
+    done = cli(stack, "batch", str(path), "--wait", "--json")
+
+    assert done.returncode == 2, done.stdout
+    assert "line 3: key 'leaver-17' is also used on line 2" in done.stderr
+    assert first in done.stderr and second in done.stderr
+    assert "nothing was enqueued" in done.stderr and "duplicates collapsed" not in done.stderr
+    assert stack.store.count_by_state() == before
+
+
 def test_dry_run_forecasts_without_deleting(two_nodes: LocalStack, tmp_path: Path) -> None:
     stack = two_nodes
     stack.control.reset(rate_limit="20/second")

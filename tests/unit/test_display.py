@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from rich.text import Text
 
 from worker import display
 from worker.display import STATE_STYLE, detail_text, pause_lines, record_rows, styled_state
@@ -27,7 +28,17 @@ def record(**fields: Any) -> RevocationRequest:
 
 
 def rows(rec: RevocationRequest) -> dict[str, Any]:
-    return {name: value for name, value in record_rows(rec) if value not in (None, "", {})}
+    return {name: value.plain for name, value in record_rows(rec)
+            if value is not None and value.plain}
+
+
+def style_of(text: Text, word: str) -> str:
+    """The style of the span holding ``word`` (or the text's own style)."""
+    start = text.plain.index(word)
+    for span in text.spans:
+        if span.start <= start < span.end:
+            return str(span.style)
+    return str(text.style)
 
 
 def pause(fault: FleetFault = FleetFault.TOKEN_INVALID, **fields: Any) -> PauseInfo:
@@ -43,7 +54,8 @@ def test_every_state_has_a_style_and_needs_review_is_a_warning() -> None:
     assert set(STATE_STYLE) | {State.SCHEDULED, State.QUEUED, State.RUNNING,
                                State.RETRYING} == set(State)
     assert "yellow" in STATE_STYLE[State.NEEDS_REVIEW]
-    assert styled_state("needs_review") == "[bold yellow]needs_review[/bold yellow]"
+    state = styled_state("needs_review")
+    assert (state.plain, str(state.style)) == ("needs_review", "bold yellow")
 
 
 def test_plain_record_shows_no_guard_or_verification_lines() -> None:
@@ -55,9 +67,9 @@ def test_plain_record_shows_no_guard_or_verification_lines() -> None:
 def test_needs_review_record_shows_what_to_check() -> None:
     shown = rows(record(state="needs_review", outcome_detail="two seats match [jane]; check",
                         finished_at=NOW))
-    assert shown["state"] == "[bold yellow]needs_review[/bold yellow]"
-    # Rich markup in stored text is escaped, not interpreted.
-    assert shown["outcome detail"] == r"two seats match \[jane]; check"
+    assert shown["state"] == "needs_review"
+    # Rich markup in stored text is kept as written, not interpreted.
+    assert shown["outcome detail"] == "two seats match [jane]; check"
     names = [name for name, _ in record_rows(record())]
     assert names.index("outcome detail") == names.index("state") + 1
 
@@ -72,8 +84,11 @@ def test_unguarded_stale_and_verified_fields_are_shown() -> None:
 
 
 def test_a_failed_end_check_is_red() -> None:
-    shown = rows(record(end_state_verified=False, verified_at=None))
-    assert shown["end state verified"].startswith("[bold red]no[/bold red]:")
+    (value,) = [v for name, v in record_rows(record(end_state_verified=False,
+                                                       verified_at=None))
+                if name == "end state verified"]
+    assert value is not None and value.plain.startswith("no:")
+    assert style_of(value, "no") == "bold red"
 
 
 def test_unflushed_guarded_none_is_not_shown_as_unguarded() -> None:
@@ -82,14 +97,14 @@ def test_unflushed_guarded_none_is_not_shown_as_unguarded() -> None:
 
 def test_no_pause_reads_no_pause() -> None:
     assert len(pause_lines([])) == 1
-    assert "no pause" in pause_lines([])[0]
+    assert "no pause" in pause_lines([])[0].plain
 
 
 def test_each_pause_shows_fault_status_since_message_and_scope() -> None:
     first = pause()
     second = pause(FleetFault.API_VERSION, scope="tok:abc123:2025-01", status=404,
                    since="2026-11-23T12:05:00+00:00")
-    text = "\n".join(pause_lines([first, second]))
+    text = "\n".join(line.plain for line in pause_lines([first, second]))
     assert "2 pause(s) in force" in text
     for info in (first, second):
         assert info.fault in text and info.since in text and info.scope in text
@@ -99,7 +114,7 @@ def test_each_pause_shows_fault_status_since_message_and_scope() -> None:
 
 
 def test_pause_without_status_omits_it() -> None:
-    text = "\n".join(pause_lines([pause(status=None)]))
+    text = "\n".join(line.plain for line in pause_lines([pause(status=None)]))
     assert "HTTP" not in text
 
 
@@ -126,3 +141,25 @@ def test_detail_column_puts_the_outcome_detail_first(
     fields: dict[str, Any], expected: str
 ) -> None:
     assert detail_text(record(**fields)) == expected
+
+
+MARKUP = "[/x] closing tag [bold]not ours[/] and a trailing backslash \\"
+
+
+def test_stored_text_with_markup_prints_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    console = Console(record=True, width=400, color_system=None)
+    monkeypatch.setattr(display, "console", console)
+    rec = record(state="failed", outcome_detail=MARKUP, last_error=MARKUP, reason=MARKUP,
+                 occupant_email="[/x]@acme.com", requested_by="[/x]")
+    event = type("Event", (), {"at": NOW, "state": "failed", "attempt": 1,
+                               "detail": {"error": MARKUP}})()
+    display.print_record(rec, [event])
+    display.print_request_table([rec], title="[/x] failed", columns=("detail",))
+    progress = type("Progress", (), {"batch_id": "b-1", "name": MARKUP, "done": True,
+                                     "finished": 1, "total": 1, "elapsed_s": 1.0,
+                                     "counts": {"failed": 1}})()
+    display.print_batch(progress, False)
+    display.print_pauses([pause(hint=MARKUP, scope="[/x]", since="[/x]")])
+    out = console.export_text()
+    assert out.count("[/x] closing tag [bold]not ours[/]") >= 5
+    assert "[/x]@acme.com" in out and "[/x] failed" in out

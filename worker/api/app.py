@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 
 from config.settings import Settings, load_settings
 from worker.api.context import ApiContext
+from worker.api.errors import UnhandledErrors, validation_failed
 from worker.api.routers import batches, dashboard, events, ops, revocations
+from worker.api.security import SecurityHeaders, add_docs
 from worker.api.settings import ApiSettings
 from worker.logs import get_logger
 from worker.metrics import MetricsCollector, queue_keys
@@ -68,8 +71,15 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.context = context
+    # Outermost last: headers go on every answer, the 500 of an unhandled error included.
+    app.add_middleware(UnhandledErrors)
+    app.add_middleware(SecurityHeaders)
+    app.add_exception_handler(RequestValidationError, validation_failed)
+    add_docs(app, title="seat-revoker")
     registry = CollectorRegistry()
     registry.register(
         MetricsCollector(

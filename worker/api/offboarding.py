@@ -22,8 +22,17 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from worker.api.schemas import no_nul
 from worker.requests import RevocationInput
 
 EVENT_TYPE = "employee.offboarded"
@@ -39,6 +48,8 @@ class Person(BaseModel):
     external_id: str | None = Field(None, min_length=1, max_length=200, examples=["E-1042"])
     member_id: str | None = Field(None, max_length=100)
     customer_id: str | None = Field(None, max_length=100)
+
+    _text = field_validator(*_PERSON_FIELDS)(no_nul)
 
     @model_validator(mode="after")
     def _named(self) -> Person:
@@ -59,6 +70,8 @@ class Target(BaseModel):
         "subscription/order is unknown (the seat may have been reassigned)",
     )
 
+    _text = field_validator("seat_id", "subscription_id", "order_id")(no_nul)
+
     @model_validator(mode="after")
     def _something(self) -> Target:
         if not (self.seat_id or self.subscription_id or self.order_id):
@@ -73,6 +86,8 @@ class OffboardingData(BaseModel):
     targets: list[Target] = Field(min_length=1, max_length=500)
     reason: str | None = Field(None, max_length=1000)
     effective_at: AwareDatetime | None = None
+
+    _text = field_validator("reason")(no_nul)
 
 
 class OffboardingEvent(BaseModel):

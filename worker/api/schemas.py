@@ -5,9 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from worker.models import RequestEvent, RevocationRequest
+
+
+def no_nul(value: object) -> object:
+    """Refuse text PostgreSQL cannot store (a NUL character) at the edge, on every backend."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
 
 
 class RevocationIn(BaseModel):
@@ -41,6 +48,11 @@ class RevocationIn(BaseModel):
         description="false: revoke a bare seat_id without checking who holds it (when its "
         "subscription/order is unknown); the seat may have been reassigned",
     )
+
+    _text = field_validator(
+        "seat_id", "subscription_id", "order_id", "email", "member_id", "customer_id",
+        "external_id", "key", "reason",
+    )(no_nul)
 
 
 class HistoryEntry(BaseModel):
@@ -111,6 +123,13 @@ class RevocationOut(BaseModel):
 class SubmitOut(BaseModel):
     created: bool = Field(description="False: the idempotency key existed; nothing was sent")
     request: RevocationOut
+
+
+class KeyConflictOut(BaseModel):
+    detail: str
+    idempotency_key: str
+    request_id: str = Field(description="The stored request that holds the key")
+    fields: list[str] = Field(description="What differs from the stored request")
 
 
 class RevocationPage(BaseModel):

@@ -17,7 +17,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
+    # log_config=None: uvicorn's own loggers go through the root handler (structlog, one
+    # JSON line per event) instead of its plain-text handlers.
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False,
+                log_config=None)
 
 
 class ApiServer(BackgroundServer):

@@ -42,14 +42,27 @@ class ApiSettings(BaseSettings):
 
     webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    # Signs dashboard session cookies; derived from the API key hashes when unset, so
-    # removing a key from API_KEYS also ends the sessions opened with it.
+    # Signs dashboard session cookies. Unset: a random secret generated once and shared by
+    # every API process through Redis (never derived from the API keys or their hashes).
     session_secret: SecretStr | None = None
     session_max_age_seconds: int = 12 * 3600
     # Set on deployments behind TLS so the session cookie is never sent in clear.
     session_cookie_secure: bool = False
+    # Failed logins / bad API keys per client address before it gets 429 for the rest of
+    # the window.
+    auth_failure_limit: int = 10
+    auth_failure_window_seconds: int = 300
 
-    @field_validator("session_max_age_seconds")
+    @field_validator("session_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("SESSION_SECRET must be at least 32 characters")
+        return value
+
+    @field_validator(
+        "session_max_age_seconds", "auth_failure_limit", "auth_failure_window_seconds"
+    )
     @classmethod
     def _positive(cls, value: int) -> int:
         if value <= 0:
@@ -108,9 +121,3 @@ class ApiSettings(BaseSettings):
             if hmac.compare_digest(stored, digest):
                 found = stored
         return found
-
-    def session_key(self) -> bytes:
-        if self.session_secret is not None:
-            return self.session_secret.get_secret_value().encode()
-        material = "|".join(sorted(self.api_key_hashes)).encode()
-        return hmac.new(b"seat-revoker dashboard session", material, hashlib.sha256).digest()

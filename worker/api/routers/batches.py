@@ -3,9 +3,6 @@ and the CSV report."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -23,9 +20,9 @@ from worker.api.schemas import (
     LineErrorOut,
     RevocationIn,
 )
-from worker.batches import REPORT_COLUMNS, batch_progress, report_rows
-from worker.batchfile import BatchFileError, parse_batch
-from worker.queries import BatchSummary, get_batch, list_batches
+from worker.batches import batch_progress, report_csv, report_rows
+from worker.batchfile import BatchFileError, clip, parse_batch
+from worker.queries import BatchSummary, get_batch, key_conflicts, list_batches
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 Context = Annotated[ApiContext, Depends(get_context)]
@@ -74,6 +71,8 @@ _UPLOAD_DOC: dict[str, Any] = {
     responses={
         413: {"description": "Upload over 20 MiB"},
         415: {"description": "Unsupported content type"},
+        409: {"model": BatchRejected, "description": "Lines whose idempotency key belongs "
+              "to a stored request about another seat or person; nothing was enqueued"},
         422: {"model": BatchRejected, "description": "Invalid lines; nothing was enqueued"},
     },
     openapi_extra=_UPLOAD_DOC,
@@ -95,6 +94,15 @@ async def upload(
             errors=[LineErrorOut(line=e.line, message=e.message) for e in exc.errors[:1000]],
         )
         return JSONResponse(rejected.model_dump(), status_code=422)
+    conflicts = await run_in_threadpool(key_conflicts, context.store, parsed.requests)
+    if conflicts:
+        rejected = BatchRejected(
+            detail=f"{len(conflicts)} line(s) reuse the idempotency key of a different "
+            "request; nothing was enqueued",
+            errors=[LineErrorOut(line=parsed.rows[c.index].line, message=clip(c.describe()))
+                    for c in conflicts[:1000]],
+        )
+        return JSONResponse(rejected.model_dump(), status_code=status.HTTP_409_CONFLICT)
     try:
         result = await run_in_threadpool(
             lambda: context.producer.submit_batch(
@@ -204,27 +212,7 @@ def report(batch_id: str, _: Caller, context: Context) -> StreamingResponse:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such batch")
     rows = report_rows(context.store, batch_id)
     return StreamingResponse(
-        _csv(rows),
+        report_csv(rows),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="batch-{batch_id}.csv"'},
     )
-
-
-def _csv(rows: list[dict[str, Any]]) -> Iterator[str]:
-    buffer = io.StringIO()
-    columns: list[str] = list(REPORT_COLUMNS)
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    yield buffer.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    """Neutralise spreadsheet formulas (CSV injection) in text cells."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value

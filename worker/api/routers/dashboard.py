@@ -1,6 +1,8 @@
 """The ops dashboard: server-rendered HTML (Jinja2), no front-end build.
 
-Login with an API key sets a signed HttpOnly session cookie (see ``worker.api.auth``).
+Login with an API key opens a server-side session named by a signed HttpOnly cookie (see
+``worker.api.auth``); logout ends it. Every HTML page is served with a Content-Security-Policy
+whose only allowed inline script carries the response's nonce (``worker.api.security``).
 The page polls ``/dashboard/state.json`` and reloads itself when something changed: every
 2 seconds while work is in flight, every 15 seconds otherwise.
 """
@@ -53,7 +55,7 @@ ATTENTION = sorted(s.value for s in ATTENTION_STATES)
 
 
 def _user(request: Request, context: Context) -> str:
-    user = auth.session_user(request, context.api)
+    user = auth.session_user(request, context)
     if user is None:
         raise HTTPException(status.HTTP_303_SEE_OTHER, headers={"Location": "/dashboard/login"})
     return user
@@ -62,25 +64,47 @@ def _user(request: Request, context: Context) -> str:
 User = Annotated[str, Depends(_user)]
 
 
+def _login_page(request: Request, error: str | None, status_code: int = 200,
+                headers: dict[str, str] | None = None) -> Response:
+    return templates.TemplateResponse(request, "login.html", {"error": error},
+                                      status_code=status_code, headers=headers)
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request) -> Response:
-    return templates.TemplateResponse(request, "login.html", {"error": None})
+    return _login_page(request, None)
 
 
 @router.post("/login", response_class=HTMLResponse)
 def login(
     request: Request, context: Context, api_key: Annotated[str, Form(max_length=500)] = ""
 ) -> Response:
+    client = auth.client_of(request)
+    wait = auth.locked_out(context, client)
+    if wait is not None:
+        log.warning("dashboard.login_throttled", client=client)
+        return _login_page(
+            request, f"Too many failed sign-ins from this address; try again in {wait} s.",
+            status.HTTP_429_TOO_MANY_REQUESTS, {"Retry-After": str(wait)},
+        )
     matched = context.api.match_api_key(api_key) if api_key else None
     if matched is None:
-        return templates.TemplateResponse(
-            request, "login.html", {"error": "That API key is not valid."},
-            status_code=status.HTTP_401_UNAUTHORIZED,
-        )
+        auth.record_failure(context, client)
+        log.warning("dashboard.login_failed", client=client,
+                    reason="empty API key" if not api_key else "invalid API key")
+        return _login_page(request, "That API key is not valid.",
+                           status.HTTP_401_UNAUTHORIZED)
+    try:
+        cookie = auth.new_session(context, matched)
+    except auth.SessionStoreDown as exc:
+        log.error("dashboard.session_store_unavailable", error=str(exc))
+        return _login_page(request, "Sessions cannot be opened: Redis does not answer.",
+                           status.HTTP_503_SERVICE_UNAVAILABLE)
+    log.info("dashboard.login", client=client, user=f"dashboard:{matched[:8]}")
     response = RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         auth.SESSION_COOKIE,
-        auth.new_session(context.api, matched),
+        cookie,
         max_age=context.api.session_max_age_seconds,
         httponly=True,
         samesite="strict",
@@ -91,7 +115,14 @@ def login(
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(
+    request: Request, context: Context, csrf: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    """End the session server-side (a copied cookie stops working) and drop the cookie."""
+    if auth.session_user(request, context) is not None:
+        if not auth.csrf_ok(request, context, csrf):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "bad CSRF token; reload the page")
+        auth.end_session(request, context)
     response = RedirectResponse("/dashboard/login", status_code=status.HTTP_303_SEE_OTHER)
     response.delete_cookie(auth.SESSION_COOKIE, path="/dashboard")
     return response
@@ -124,7 +155,7 @@ def dashboard(
             "counts": counts,
             "in_flight": in_flight_count(store),
             "fingerprint": _fingerprint(context),
-            "csrf": auth.csrf_token(request, context.api),
+            "csrf": auth.csrf_token(request, context),
             "notice": notice,
             "states": [s.value for s in State],
             "pauses": pauses,
@@ -197,7 +228,7 @@ def retry(
     context: Context,
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    if not auth.csrf_ok(request, context.api, csrf):
+    if not auth.csrf_ok(request, context, csrf):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "bad CSRF token; reload the page")
     try:
         retry_request(context, request_id)

@@ -12,18 +12,21 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from worker.api.auth import client_of
 from worker.api.context import ApiContext, get_context
 from worker.api.offboarding import EVENT_TYPE, MappingError, OffboardingEvent, to_requests
 from worker.api.refusals import refused
 from worker.api.schemas import WebhookAccepted, WebhookIgnored
 from worker.logs import get_logger
 from worker.models import WebhookDelivery
+from worker.queries import KeyConflict, key_conflicts
 from worker.requests import RevocationInput
 from worker.webhooks import WebhookVerificationError
 
 log = get_logger("seat_revoker.api.events")
 router = APIRouter(tags=["events"])
 MAX_BODY = 1 << 20
+MAX_WEBHOOK_ID = 200  # webhook_deliveries.webhook_id (worker/models.py)
 
 _BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -52,8 +55,9 @@ def _invalid(loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> Reque
     status_code=status.HTTP_202_ACCEPTED,
     response_model=WebhookAccepted | WebhookIgnored,
     responses={401: {"description": "Bad, forged or stale signature"},
+               409: {"description": "The webhook-id was seen with a different body"},
                413: {"description": "Body over 1 MiB"},
-               422: {"description": "Malformed body; the field is named"}},
+               422: {"description": "Malformed body or webhook-id; the field is named"}},
     openapi_extra=_BODY_DOC,
     summary="Offboarding event (Standard Webhooks signed)",
 )
@@ -70,11 +74,21 @@ async def offboarding(
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "body over 1 MiB")
     if not context.verifier.configured:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "WEBHOOK_SECRETS is not set")
+    utf8 = _is_utf8(body)
     try:
-        delivery = context.verifier.verify(body, request.headers)
+        if utf8:
+            delivery = context.verifier.verify(body, request.headers)
+        else:  # authentic but undecodable is the sender's bug (422), forged is 401
+            delivery = context.verifier.verify_bytes(body, request.headers)
     except WebhookVerificationError as exc:
-        log.info("webhook.rejected", reason=exc.reason)
+        log.warning("webhook.rejected", reason=exc.reason, client=client_of(request))
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, exc.reason) from None
+    if not utf8:
+        raise _invalid(("body",), "body is not UTF-8 text", "json_invalid")
+    if len(delivery.webhook_id) > MAX_WEBHOOK_ID:
+        raise _invalid(("header", "webhook-id"),
+                       f"webhook-id is longer than {MAX_WEBHOOK_ID} characters",
+                       "string_too_long")
     stored = await run_in_threadpool(_stored_answer, context, delivery.webhook_id)
     if stored is not None:
         log.info("webhook.redelivered", webhook_id=delivery.webhook_id)
@@ -83,6 +97,9 @@ async def offboarding(
         payload = json.loads(body)
     except ValueError:
         raise _invalid(("body",), "body is not valid JSON", "json_invalid") from None
+    except RecursionError:
+        raise _invalid(("body",), "body is not valid JSON: nested too deeply",
+                       "json_invalid") from None
     if not isinstance(payload, dict):
         raise _invalid(("body",), "body must be a JSON object", "dict_type")
     kind = payload.get("type")
@@ -104,10 +121,32 @@ async def offboarding(
         answer = await run_in_threadpool(
             accept_delivery, context, delivery.webhook_id, requests
         )
+    except DeliveryConflict as exc:
+        log.warning("webhook.conflict", webhook_id=delivery.webhook_id,
+                    request_id=exc.conflict.request_id)
+        return JSONResponse({"detail": exc.conflict.describe()},
+                            status_code=status.HTTP_409_CONFLICT)
     except ValueError as exc:  # refused by the producer before anything was written
         log.info("webhook.refused", webhook_id=delivery.webhook_id, error=str(exc)[:200])
         raise refused(exc, ("body", "data", "targets")) from None
     return JSONResponse(answer, status_code=status.HTTP_202_ACCEPTED)
+
+
+class DeliveryConflict(Exception):
+    """A delivery whose webhook-id was seen with other targets or another person (its
+    requests exist, its delivery row does not): answered 409, nothing is enqueued."""
+
+    def __init__(self, conflict: KeyConflict) -> None:
+        super().__init__(conflict.describe())
+        self.conflict = conflict
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _stored_answer(context: ApiContext, webhook_id: str) -> dict[str, Any] | None:
@@ -134,6 +173,9 @@ def accept_delivery(
       one delivery row in. The loser reads the winner's row and answers with it, so both
       answers name the same request ids.
     """
+    conflicts = key_conflicts(context.store, requests)
+    if conflicts:
+        raise DeliveryConflict(conflicts[0])
     results = context.producer.submit_many(requests)
     answer: dict[str, Any] = {
         "webhook_id": webhook_id,

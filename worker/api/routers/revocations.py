@@ -7,14 +7,29 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from worker.api.auth import Caller
 from worker.api.context import ApiContext, get_context
 from worker.api.refusals import refused
-from worker.api.schemas import RevocationIn, RevocationOut, RevocationPage, SubmitOut
+from worker.api.schemas import (
+    KeyConflictOut,
+    RevocationIn,
+    RevocationOut,
+    RevocationPage,
+    SubmitOut,
+)
 from worker.outcomes import State
-from worker.queries import STATE_GROUPS, InvalidCursor, RequestFilter, list_requests
+from worker.queries import (
+    STATE_GROUPS,
+    InvalidCursor,
+    KeyConflict,
+    RequestFilter,
+    identity_differences,
+    key_conflicts,
+    list_requests,
+)
 from worker.requests import RevocationInput
 
 router = APIRouter(prefix="/v1/revocations", tags=["revocations"])
@@ -31,7 +46,12 @@ def validation_error(exc: ValidationError, prefix: tuple[str | int, ...]) -> Req
     "",
     response_model=SubmitOut,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": SubmitOut, "description": "Duplicate: the key existed"}},
+    responses={
+        200: {"model": SubmitOut, "description": "Duplicate: the key existed for the same "
+              "request; nothing new is sent"},
+        409: {"model": KeyConflictOut, "description": "The idempotency key belongs to a "
+              "request about another seat or person; nothing was recorded"},
+    },
 )
 def submit(
     body: RevocationIn,
@@ -41,23 +61,48 @@ def submit(
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", max_length=200)
     ] = None,
-) -> SubmitOut:
+) -> Any:
     """Record and enqueue one revocation (201), or return the existing one for a known
-    idempotency key (200; nothing new is sent)."""
+    idempotency key (200; nothing new is sent). A key already used for another seat or
+    person is a conflict (409 naming the stored request and what differs), never a silent
+    duplicate."""
     fields: dict[str, Any] = body.model_dump()
     if idempotency_key:
+        if body.key and body.key != idempotency_key:
+            raise RequestValidationError([{
+                "loc": ("header", "Idempotency-Key"), "type": "value_error",
+                "msg": "the Idempotency-Key header and the body's key differ; give one"}])
         fields["key"] = idempotency_key
     try:
         request = RevocationInput(**fields, requested_by=caller)
     except ValidationError as exc:
         raise validation_error(exc, ("body",)) from None
+    conflicts = key_conflicts(context.store, [request])
+    if conflicts:
+        return conflict_response(conflicts[0])
     try:
         result = context.producer.submit(request)
     except ValueError as exc:  # refused by the producer (e.g. an unguarded seat id)
         raise refused(exc, ("body",)) from None
     if not result.created:
+        # A concurrent submission may have taken the key since the check above.
+        differences = identity_differences(request, result.record)
+        if differences:
+            return conflict_response(KeyConflict(0, result.record.idempotency_key,
+                                                 result.record.id, differences))
         response.status_code = status.HTTP_200_OK
     return SubmitOut(created=result.created, request=RevocationOut.of(result.record))
+
+
+def conflict_response(conflict: KeyConflict) -> JSONResponse:
+    """409: the key names a stored request about another seat or person."""
+    body = KeyConflictOut(
+        detail=conflict.describe(),
+        idempotency_key=conflict.key,
+        request_id=conflict.request_id,
+        fields=[name for name, _, _ in conflict.fields],
+    )
+    return JSONResponse(body.model_dump(), status_code=status.HTTP_409_CONFLICT)
 
 
 @router.get("", response_model=RevocationPage)
