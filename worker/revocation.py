@@ -31,7 +31,7 @@ from worker.occupant import (
     Verdict,
     billing_customer_of,
     decide,
-    locate,
+    locate_in,
     needs_billing_lookup,
     needs_external_lookup,
     occupant_dict,
@@ -89,13 +89,18 @@ def run_revocation(
 ) -> dict[str, Any]:
     record = rt.store.get(request_id)
     if record is None:
-        log.warning("request.missing", request_id=request_id)
-        return {"request_id": request_id, "seat_id": None, "outcome": "missing"}
+        # Never dropped silently: its producer's commit may still be landing; after
+        # UNKNOWN_REQUEST_SECONDS it is logged as `request.unknown` (error) and counted.
+        wait = rt.unknown_request_wait(request_id)
+        if wait is not None:
+            raise Deferred(wait, "request not in the store (yet)")
+        return {"request_id": request_id, "seat_id": None, "outcome": "unknown"}
     bind_task_context(
         request_id=record.id, seat_id=record.seat_id, idempotency_key=record.idempotency_key
     )
     if State(record.state).is_terminal:
         log.info("request.skipped_terminal", state=record.state)
+        rt.forget_portal_token(record.portal_token_ref)
         return task_result(record)
     admission = rt.pause.admit(rt.pause_scope)
     if admission.wait:
@@ -103,6 +108,8 @@ def run_revocation(
     if admission.probe:
         log.info("pause.probe")
     result = _run(rt, record, sleep)
+    if State(result["outcome"]).is_terminal:
+        rt.forget_portal_token(record.portal_token_ref)  # of no use any more
     if admission.probe:
         # Polar answered this request without a fleet-wide fault (that raises ``Paused``).
         info = rt.pause.get(rt.pause_scope)
@@ -184,10 +191,12 @@ def _revoke(
                 container, mode=mode, portal_token=portal_token, share_in=share_in
             )
             share_in = None
+            context = _identity_context(rt, record, container, seats, wanted)
             decision = decide(
-                seats, seat_id, wanted, _identity_context(rt, record, container, seats, wanted),
+                seats, seat_id, wanted, context,
                 first_delete_at=first_delete_at, skew=_skew(rt),
                 reassigned_after_ours=_revoked_here_before(rt, record, wanted),
+                index=rt.seat_lists.index_of(seats, context.billing_customer_id),
             )
             if decision.verdict is not Verdict.PROCEED:
                 return _finished(decision)
@@ -237,7 +246,9 @@ def _resolve_seat(rt: Runtime, record: RevocationRequest) -> RevocationRequest |
         portal_token = _portal_token(rt, record) if mode == "customer_portal" else None
         seats = rt.seat_lists.read(container, mode=mode, portal_token=portal_token,
                                    share_in=record.batch_id)
-        return locate(seats, wanted, _identity_context(rt, record, container, seats, wanted))
+        context = _identity_context(rt, record, container, seats, wanted)
+        return locate_in(rt.seat_lists.index_of(seats, context.billing_customer_id), wanted,
+                         context)
 
     try:
         decision = _with_inline_retries(rt, record, locate_seat, time.sleep)

@@ -6,21 +6,27 @@ list resolves rows that name a person but no seat, and serves as the occupant gu
 rows that name both. The same goes for what the seat bodies cannot show (a
 subscription's billing customer, the customer behind an external id; see
 ``worker.occupant``). One worker fills each cache entry (others wait on a Redis lock);
-retries after an ambiguous failure always read afresh.
+retries after an ambiguous failure always read afresh. Each worker process also keeps the
+parsed list and its ``SeatIndex`` while the shared entry stays the same, so a row of a
+10,000-seat subscription neither re-parses the list nor judges every seat of it.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from pydantic import SecretStr
 from redis import Redis
 
+from worker.occupant import SeatIndex
 from worker.polar import CustomerSeat, Mode, PolarClient, SeatsList
 
 CACHE_SECONDS = 30
+PARSED_LISTS = 16  # per process: parsed lists (and their indexes) kept while unchanged
 
 
 class SeatLists:
@@ -31,6 +37,9 @@ class SeatLists:
         self._prefix = key_prefix
         self._polar = polar
         self._ttl = ttl
+        self._parsed: OrderedDict[str, tuple[bytes, list[CustomerSeat]]] = OrderedDict()
+        self._indexes: OrderedDict[tuple[int, str | None],
+                                   tuple[list[CustomerSeat], SeatIndex]] = OrderedDict()
 
     def read(
         self,
@@ -40,13 +49,39 @@ class SeatLists:
         portal_token: SecretStr | None,
         share_in: str | None,
     ) -> list[CustomerSeat]:
-        """The seats of ``container``; cached under ``share_in`` (a batch id) when given."""
+        """The seats of ``container``; cached under ``share_in`` (a batch id) when given.
+
+        The same shared entry gives the same list object, so ``index_of`` can keep its
+        index."""
         (kind, ident), = container.items()
+        if share_in is None:
+            return self._fetch(container, mode, portal_token).seats
+        key = self._key(share_in, f"{kind}:{ident}")
+        version = self._redis.get(f"{key}:v")
+        parsed = self._parsed.get(key)
+        if version is not None and parsed is not None and parsed[0] == version:
+            self._parsed.move_to_end(key)
+            return parsed[1]
         raw = self._shared(
             f"{kind}:{ident}", share_in,
             lambda: self._fetch(container, mode, portal_token).model_dump_json(),
         )
-        return SeatsList.model_validate_json(raw).seats
+        seats = SeatsList.model_validate_json(raw).seats
+        version = self._redis.get(f"{key}:v")
+        if version is not None:
+            _remember(self._parsed, key, (version, seats))
+        return seats
+
+    def index_of(self, seats: list[CustomerSeat], billing: str | None) -> SeatIndex:
+        """The ``SeatIndex`` of a list ``read`` returned, built once per list and billing
+        customer."""
+        slot = (id(seats), billing)
+        kept = self._indexes.get(slot)
+        if kept is not None and kept[0] is seats:
+            return kept[1]
+        index = SeatIndex(seats, billing)
+        _remember(self._indexes, slot, (seats, index))  # holds `seats`: its id stays its own
+        return index
 
     def billing_customer(self, container: dict[str, str], *, share_in: str | None) -> str | None:
         """The subscription's/order's own customer (``None`` if Polar shows none)."""
@@ -72,15 +107,21 @@ class SeatLists:
         without one."""
         if share_in is None:
             return fetch()
-        key = f"{self._prefix}:{share_in}:{name}"
+        key = self._key(share_in, name)
         cached = self._redis.get(key)
         if cached is None:
             with self._redis.lock(f"{key}:fill", timeout=30, blocking_timeout=30):
                 cached = self._redis.get(key)
                 if cached is None:
                     cached = fetch().encode()
-                    self._redis.set(key, cached, ex=self._ttl)
+                    pipe = self._redis.pipeline()  # MULTI: the value and its version
+                    pipe.set(key, cached, ex=self._ttl)
+                    pipe.set(f"{key}:v", uuid.uuid4().hex, ex=self._ttl)
+                    pipe.execute()
         return cached.decode() if isinstance(cached, bytes) else str(cached)
+
+    def _key(self, share_in: str, name: str) -> str:
+        return f"{self._prefix}:{share_in}:{name}"
 
     def _fetch(
         self, container: dict[str, str], mode: Mode, portal_token: SecretStr | None
@@ -94,6 +135,13 @@ def container_of(record: Any) -> dict[str, str] | None:
     if record.order_id:
         return {"order_id": record.order_id}
     return None
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > PARSED_LISTS:
+        cache.popitem(last=False)
 
 
 class SnapshotSource(Protocol):

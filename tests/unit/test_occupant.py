@@ -13,17 +13,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from worker.occupant import (
     EXTERNAL_UNKNOWN,
     IdentityContext,
     Match,
     Occupant,
+    SeatIndex,
     Verdict,
+    _judge_all,
     billing_customer_of,
     decide,
     judge_holder,
     locate,
+    locate_in,
     needs_billing_lookup,
     needs_external_lookup,
     occupant_of,
@@ -285,3 +290,65 @@ def test_occupant_of_never_reports_the_billing_customer() -> None:
     assert occupant_of(ADA).customer_id is None
     assert occupant_of(legacy()).customer_id == ADA_CUSTOMER
     assert occupant_of(legacy(before_march=True)).email == "ada@acme.test"
+
+
+# -- the index decides exactly like judging every seat ----------------------------------
+
+_EMAILS = ["ada@acme.test", "bob@acme.test", "ADA@acme.test"]
+_IDS = [ADA_MEMBER, BOB_MEMBER]
+_CUSTOMERS = [ADA_CUSTOMER, BOB_CUSTOMER, BILLING]
+
+
+def _any_seat(draw: Any, seat_id: str) -> CustomerSeat:
+    shape = draw(st.sampled_from(["member", "member_old", "member_dec", "legacy",
+                                  "legacy_old", "revoked", "bare"]))
+    email = draw(st.sampled_from(_EMAILS))
+    member_id = draw(st.sampled_from(_IDS))
+    external = draw(st.sampled_from(["E-ADA", "E-BOB", None]))
+    own = draw(st.sampled_from([ADA_CUSTOMER, BOB_CUSTOMER]))
+    if shape == "member":
+        return member_model(seat_id, email, member_id, external)
+    if shape == "member_old":
+        return member_model(seat_id, email, member_id, external, email_on_seat=False)
+    if shape == "member_dec":
+        return member_model(seat_id, email, member_id, external, customer_id=own)
+    if shape == "legacy":
+        return legacy(seat_id, email, own, member_id)
+    if shape == "legacy_old":
+        return legacy(seat_id, email, own, before_march=True)
+    if shape == "revoked":
+        return revoked(seat_id)
+    return _body(seat_id, "pending")
+
+
+@st.composite
+def _cases(draw: Any) -> tuple[list[CustomerSeat], Occupant, IdentityContext]:
+    count = draw(st.integers(0, 6))
+    seats = [_any_seat(draw, f"5a1e0a4c-0000-4000-8000-{n:012d}") for n in range(count)]
+    wanted = Occupant(
+        email=draw(st.sampled_from([None, *_EMAILS])),
+        member_id=draw(st.sampled_from([None, *_IDS])),
+        customer_id=draw(st.sampled_from([None, *_CUSTOMERS])),
+        external_id=draw(st.sampled_from([None, "E-ADA", "E-BOB"])),
+    )
+    context = IdentityContext(
+        billing_customer_id=draw(st.sampled_from([None, BILLING])),
+        external_customer=draw(st.sampled_from([EXTERNAL_UNKNOWN, None, ADA_CUSTOMER,
+                                                BOB_CUSTOMER])),
+    )
+    return seats, wanted, context
+
+
+@settings(max_examples=400, deadline=None)
+@given(_cases())
+def test_the_index_skips_only_seats_judged_someone_elses(
+    case: tuple[list[CustomerSeat], Occupant, IdentityContext],
+) -> None:
+    seats, wanted, context = case
+    assume(wanted.is_named)
+    index = SeatIndex(seats, context.billing_customer_id)
+    candidates = {seat.id for seat in index.candidates(wanted, context)}
+    for seat in seats:
+        if seat.status != "revoked" and seat.id not in candidates:
+            assert judge_holder(seat, wanted, context).match is Match.OTHER, seat.id
+    assert locate_in(index, wanted, context) == _judge_all(seats, wanted, context)
