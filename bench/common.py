@@ -114,7 +114,8 @@ def seeded_uuids(count: int, seed: int = SEED) -> list[str]:
 
 
 def seed_claimed_seats(stack: Any, count: int, seed: int) -> list[str]:
-    """Create ``count`` claimed seats with seeded ids in the stack's sandbox."""
+    """Create ``count`` claimed seats with seeded ids in the stack's sandbox (the sandbox
+    puts them all in one new subscription)."""
     seat_ids = seeded_uuids(count, seed)
     stack.control.create_seats(
         [{"id": sid, "status": "claimed", "email": f"user{i}@bench.test"}
@@ -123,8 +124,35 @@ def seed_claimed_seats(stack: Any, count: int, seed: int) -> list[str]:
     return seat_ids
 
 
-def seat_id_csv(seat_ids: Sequence[str]) -> bytes:
-    return ("seat_id\n" + "".join(f"{s}\n" for s in seat_ids)).encode()
+def seed_subscription_seats(
+    stack: Any, count: int, seed: int, per_subscription: int
+) -> list[tuple[str, str]]:
+    """``count`` claimed seats with seeded ids, ``per_subscription`` to a subscription
+    (seeded ids too), in file order: (seat id, subscription id) pairs."""
+    seat_ids = seeded_uuids(count, seed)
+    subscriptions = seeded_uuids(-(-count // per_subscription), seed + 1_000_003)
+    rows = [(sid, subscriptions[i // per_subscription]) for i, sid in enumerate(seat_ids)]
+    stack.control.create_seats(
+        [{"id": sid, "subscription_id": sub, "status": "claimed",
+          "email": f"user{i}@bench.test"} for i, (sid, sub) in enumerate(rows)]
+    )
+    return rows
+
+
+def seat_id_csv(seat_ids: Sequence[str], *, guard: bool | None = None) -> bytes:
+    """Rows naming a seat id only; ``guard=False`` revokes them without reading who holds
+    them (the producer refuses bare seat ids otherwise)."""
+    if guard is None:
+        return ("seat_id\n" + "".join(f"{s}\n" for s in seat_ids)).encode()
+    flag = "true" if guard else "false"
+    return ("seat_id,guard\n" + "".join(f"{s},{flag}\n" for s in seat_ids)).encode()
+
+
+def subscription_seat_csv(rows: Sequence[tuple[str, str]]) -> bytes:
+    """Rows naming a seat and its subscription: the worker reads the subscription's seat
+    list once (shared by the batch) as the occupant guard, then DELETEs the seat."""
+    return ("seat_id,subscription_id\n"
+            + "".join(f"{seat},{sub}\n" for seat, sub in rows)).encode()
 
 
 # ---------------------------------------------------------------------------- timing
@@ -168,7 +196,8 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def request_log_figures(log: Sequence[Mapping[str, Any]], t0: float) -> dict[str, Any]:
-    """Figures from the sandbox's request log (DELETEs only): timing, gaps, peak 1s window.
+    """Figures from the sandbox's request log: DELETE timing and spacing, and the same for
+    every Polar call (seat-list reads too), plus the peak in any 1 s window.
 
     The log's ``time`` is when the sandbox finished a request; minus its ``duration_ms`` it
     is when the request arrived (when the sandbox's own limiter counted it).
@@ -181,10 +210,12 @@ def request_log_figures(log: Sequence[Mapping[str, Any]], t0: float) -> dict[str
     times = sorted(arrival(r) for r in deletes)
     admitted = sorted(arrival(r) for r in deletes if r["status"] != 429)
     gaps = [b - a for a, b in itertools.pairwise(admitted)]
+    calls = sorted(arrival(r) for r in log)
+    calls_admitted = sorted(arrival(r) for r in log if r["status"] != 429)
     return {
         "deletes_sent": len(deletes),
         "deletes_429": sum(1 for r in deletes if r["status"] == 429),
-        "429_at_s": [round(arrival(r) - t0, 3) for r in deletes if r["status"] == 429][:20],
+        "429_at_s": [round(arrival(r) - t0, 3) for r in log if r["status"] == 429][:20],
         "first_delete_s": round(times[0] - t0, 3) if times else None,
         "last_delete_s": round(times[-1] - t0, 3) if times else None,
         "delete_span_s": round(times[-1] - times[0], 3) if times else None,
@@ -193,7 +224,18 @@ def request_log_figures(log: Sequence[Mapping[str, Any]], t0: float) -> dict[str
         "gap_p50_ms": _ms(percentile(gaps, 0.5)),
         "gap_p99_ms": _ms(percentile(gaps, 0.99)),
         "gap_max_ms": _ms(max(gaps, default=None) if gaps else None),
-        "peak_requests_in_1s": window_max(times),
+        "calls_sent": len(calls),
+        "calls_by_method": dict(sorted(
+            {m: sum(1 for r in log if r["method"] == m) for m in {r["method"] for r in log}}
+            .items())),
+        "first_call_s": round(calls[0] - t0, 3) if calls else None,
+        "last_call_s": round(calls[-1] - t0, 3) if calls else None,
+        "call_span_s": round(calls[-1] - calls[0], 3) if calls else None,
+        "calls_admitted_per_s": round((len(calls_admitted) - 1)
+                                      / (calls_admitted[-1] - calls_admitted[0]), 3)
+        if len(calls_admitted) > 1 else None,
+        "peak_requests_in_1s": window_max(calls),
+        "peak_admitted_in_1s": window_max(calls_admitted),
         "sandbox_ms_p50": percentile([float(r["duration_ms"]) for r in deletes], 0.5),
     }
 

@@ -61,16 +61,18 @@ class TimedProducer(Producer):
 
 
 def make_csv(rows: int, seed: int) -> bytes:
-    """Half seat-id rows, half subscription + email rows (occupant resolution), with reasons."""
+    """Half seat-id rows (with their subscription: the producer refuses a bare seat id
+    unless it opts out of the occupant guard), half subscription + email rows (occupant
+    resolution), with reasons."""
     rng = random.Random(seed)
     seat_ids = seeded_uuids(rows, seed)
     subscriptions = seeded_uuids(max(1, rows // 50), seed + 1)
     lines = ["seat_id,subscription_id,email,reason"]
     for i in range(rows):
+        sub = rng.choice(subscriptions)
         if i % 2 == 0:
-            lines.append(f"{seat_ids[i]},,,offboarding")
+            lines.append(f"{seat_ids[i]},{sub},,offboarding")
         else:
-            sub = rng.choice(subscriptions)
             lines.append(f",{sub},person{i}@bench-{seed}.test,office closed")
     return ("\n".join(lines) + "\n").encode()
 
@@ -121,7 +123,8 @@ def run(*, rows: int = 10_000, repeats: int = 3, seed: int = 3, quiet: bool = Fa
         ) -> dict[str, Any]:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     params = {"rows": rows, "repeats": repeats, "seed": seed, "format": "csv",
-              "mix": "50% seat_id, 50% subscription_id+email", "store": "fresh SQLite file"}
+              "mix": "50% seat_id+subscription_id, 50% subscription_id+email",
+              "store": "fresh SQLite file"}
     machine = machine_info(redis_url)
     if not quiet:
         print_header("3. enqueue a 10,000-row CSV", params, machine)

@@ -2,7 +2,8 @@
 
 The sandbox has no rate limit and zero latency; the workers' POLAR_RATE_LIMIT is
 100000/second (the shared limiter still runs, it just never waits). For each concurrency
-(one node): submit a batch of seat-id rows and time it to the last terminal request; then
+(one node): submit a batch of seat-id rows (``guard=false``: one DELETE each, no
+seat-list read) and time it to the last terminal request; then
 run the same number of no-op tasks (``bench.noop_app``: the same Celery configuration —
 broker, late acks, prefetch 1, result backend, events) on a node of the same concurrency.
 The no-op rate is the engine's own ceiling on this machine; the gap to it is what a
@@ -51,7 +52,7 @@ def run_revocations(stack: LocalStack, seats: int, concurrency: int, seed: int,
     stack.control.create_seats([{"id": sid, "status": "claimed"} for sid in seat_ids])
     worker = stack.add_worker(concurrency=concurrency, name=f"overhead-c{concurrency}")
     try:
-        parsed = parse_batch(seat_id_csv(seat_ids), filename="bench.csv")
+        parsed = parse_batch(seat_id_csv(seat_ids, guard=False), filename="bench.csv")
         producer = stack.producer
         before = stack.control.stats()
         t0 = time.time()
