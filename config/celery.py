@@ -29,6 +29,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
+        # Redis errors on a live connection — above all "OOM command not allowed" from a
+        # full Redis with noeviction, which even refuses acks — restart the consumer (with
+        # backoff) instead of ending the worker as an "unrecoverable error".
+        "broker_channel_error_retry": True,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -39,9 +43,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        # Soft shutdown: on a second SIGTERM (or a cold shutdown) give running tasks this long
-        # to finish before they are terminated and their messages requeued.
+        # Shutdown (Celery 5.5+): SIGTERM is a warm shutdown — no new tasks, running ones
+        # finish (bounded only by the task time limits below); Celery ignores a repeated
+        # SIGTERM, so ``worker.tasks`` turns a second SIGTERM into SIGQUIT. SIGQUIT (or a
+        # second Ctrl+C) is a cold shutdown preceded by this soft shutdown: running tasks
+        # get this long to finish, then they are cancelled and, being acks_late and not yet
+        # acknowledged, their messages go back to the queue for another worker.
         "worker_soft_shutdown_timeout": 10.0,
+        # Go through the soft shutdown even when no task is running (the node may still hold
+        # messages waiting for a retry countdown, which a cold shutdown gives back).
         "worker_enable_soft_shutdown_on_idle": True,
         "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,
         "task_time_limit": TASK_TIME_LIMIT,

@@ -23,6 +23,8 @@ from worker.outcomes import ATTENTION_STATES, State
 from worker.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+# Column sizes of the batch's name and source in the store (worker/models.py).
+MAX_NAME, MAX_SOURCE = 200, 500
 # `status` without an id: the queue is paused (same number as a --wait timeout: "not done").
 EXIT_PAUSED = 3
 
@@ -55,7 +57,22 @@ def validation_text(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """Every command: an unusable store or setting (``ConfigError``, e.g. ``StoreError``,
+    ``StoreMismatch``) or Redis refusing messages (``NotSent``) is one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from worker.producer import NotSent
+
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            fail(str(exc))
+        except NotSent as exc:
+            fail(str(exc), EXIT_FAILED)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--verbose", "-v", is_flag=True, help="Log progress events to stderr.")
 def main(verbose: bool) -> None:
     """Revoke Polar customer seats when people leave, exactly once, with proof."""
@@ -82,7 +99,9 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
     settings = load_settings()
     try:
         settings.access_token  # noqa: B018 - fail now, not on the first task
-        Store.from_url(settings.database_url)
+        from worker.store import check_binding
+
+        check_binding(Store.from_url(settings.database_url), settings, role="worker")
     except ConfigError as exc:
         fail(str(exc))
     from worker.tasks import app, start_node_services
@@ -144,15 +163,26 @@ def revoke(seat_id: str, portal_token_file: Path | None, unguarded: bool, wait: 
         )
     except ValidationError as exc:
         fail(validation_text(exc))
+    from worker.queries import identity_differences, key_conflicts
+
     producer = Producer(settings)
     try:
+        conflicts = key_conflicts(producer.store, [request])
+        if conflicts:
+            fail(conflicts[0].describe() + "; nothing was enqueued")
         result = producer.submit(request, portal_token=portal_token)
     except ValueError as exc:  # refused by the producer (e.g. an unguarded seat id)
         fail(refusal_text(exc))
     finally:
         producer.close()
     record = result.record
-    if not result.created:
+    if not result.created and identity_differences(request, record):  # a concurrent producer
+        fail(f"idempotency key {record.idempotency_key!r} was just taken by request "
+             f"{record.id} about something else; nothing was enqueued")
+    if result.resent:
+        click.echo(f"duplicate of request {record.id} (key {record.idempotency_key}), "
+                   "which had not been sent yet: sent now", err=True)
+    elif not result.created:
         click.echo(f"duplicate of request {record.id} (key {record.idempotency_key}): "
                    "nothing new enqueued", err=True)
     if not wait:
@@ -296,16 +326,27 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
     With --wait, exits 1 when a row needs review, 3 on timeout, else 0.
     """
     from worker.batches import batch_progress
-    from worker.batchfile import BatchFileError, parse_batch
+    from worker.batchfile import MAX_REPORTED_ERRORS, BatchFileError, clip, parse_batch
     from worker.producer import Producer
     from worker.progress import follow
+    from worker.queries import key_conflicts
 
     settings = load_settings()
+    if name is not None and len(name) > MAX_NAME:
+        fail(f"--name: at most {MAX_NAME} characters (this one has {len(name)})")
     try:
         parsed = parse_batch(file.read_bytes(), fmt=fmt, filename=file.name,  # type: ignore[arg-type]
                              requested_by="cli")
     except BatchFileError as exc:
         fail(f"{file}: {exc}\nnothing was enqueued")
+    conflicts = key_conflicts(Store.from_url(settings.database_url), parsed.requests)
+    if conflicts:
+        shown = "\n".join(f"  line {parsed.rows[c.index].line}: {clip(c.describe())}"
+                          for c in conflicts[:MAX_REPORTED_ERRORS])
+        more = len(conflicts) - MAX_REPORTED_ERRORS
+        fail(f"{file}: {len(conflicts)} row(s) reuse the idempotency key of a different "
+             f"request:\n{shown}" + (f"\n  … and {more} more" if more > 0 else "")
+             + "\nnothing was enqueued")
     if dry_run:
         from worker.dryrun import dry_run as run_dry
 
@@ -313,7 +354,8 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
     producer = Producer(settings)
     try:
         result = producer.submit_batch(
-            parsed.requests, name=name or file.name, source=str(file), requested_by="cli",
+            parsed.requests, name=name or clip(file.name, MAX_NAME),
+            source=clip(str(file), MAX_SOURCE), requested_by="cli",
             lines=[row.line for row in parsed.rows],
         )
     except ValueError as exc:  # refused by the producer (e.g. an unguarded seat id)
@@ -349,24 +391,17 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to a file instead of standard output.")
 def report(batch_id: str, fmt: str, output: Path | None) -> None:
-    """One row per batch line: outcome, seat snapshot fields, attempts and error."""
-    import csv
-    import io
+    """One row per batch line: outcome, seat snapshot fields, attempts and error.
 
-    from worker.batches import REPORT_COLUMNS, get_batch, report_rows
+    CSV cells a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``) are
+    prefixed with ``'``, as in the API's report."""
+    from worker.batches import get_batch, report_csv, report_rows
 
     store = Store.from_url(load_settings().database_url)
     if get_batch(store, batch_id) is None:
         fail(f"no batch {batch_id!r}", EXIT_FAILED)
     rows = report_rows(store, batch_id)
-    if fmt == "json":
-        text = json.dumps(rows, indent=2)
-    else:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        text = buffer.getvalue()
+    text = json.dumps(rows, indent=2) if fmt == "json" else "".join(report_csv(rows))
     if output:
         output.write_text(text, encoding="utf-8")
         click.echo(f"{len(rows)} rows written to {output}", err=True)

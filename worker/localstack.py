@@ -99,13 +99,15 @@ class LocalStack:
     def store(self) -> Store:
         return self.producer.store
 
-    def add_worker(self, concurrency: int = 2, name: str | None = None) -> WorkerProcess:
+    def add_worker(self, concurrency: int = 2, name: str | None = None,
+                   extra_args: list[str] | None = None) -> WorkerProcess:
         name = name or f"w{len(self.workers) + 1}"
         worker = WorkerProcess(
             env=self.env,
             log_path=self.workdir / f"{name}.log",
             concurrency=concurrency,
             name=name,
+            extra_args=list(extra_args or []),
         ).start()
         self.workers.append(worker)
         return worker

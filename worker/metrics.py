@@ -13,6 +13,8 @@ Redis layout under ``key_prefix`` (e.g. ``seat-revoker:metrics``):
   cumulative; the collector sums), ``METHOD|sum`` (float seconds), ``METHOD|count``
 - ``{p}:retries``         field ``KIND`` → count
 - ``{p}:ratelimit``       fields ``count`` and ``seconds``
+- ``{p}:unknown_requests`` field ``count``: tasks naming a request the store does not have
+  (given up after ``UNKNOWN_REQUEST_SECONDS``), ``seat_revoker_unknown_requests_total``
 
 Queue pauses are read from ``worker.fleetpause`` (their own keys) at scrape time too:
 ``seat_revoker_paused{fault}`` counts the pauses in force per fault (0 when none).
@@ -88,6 +90,10 @@ class MetricsRecorder:
                 self.key("ratelimit"), "seconds", seconds
             )
         )
+
+    def unknown_request(self) -> None:
+        """A task named a request the store does not have, and it never appeared."""
+        self._run(lambda p: p.hincrby(self.key("unknown_requests"), "count", 1))
 
     def _run(self, build: Callable[[Any], Any]) -> None:
         try:
@@ -213,7 +219,18 @@ class MetricsCollector(Collector):
             out.append(unacked)
         if self.pauses is not None:
             out.append(self._paused())
+        out.append(self._unknown_requests())
         return out
+
+    def _unknown_requests(self) -> CounterMetricFamily:
+        count = self.redis.hget(f"{self.prefix}:unknown_requests", "count")
+        unknown = CounterMetricFamily(
+            "seat_revoker_unknown_requests",
+            "Tasks whose request id the store does not have (after waiting for it): a "
+            "producer recorded it in another store; alert on any increase",
+        )
+        unknown.add_metric([], float(count or 0))
+        return unknown
 
     def _paused(self) -> GaugeMetricFamily:
         assert self.pauses is not None

@@ -57,6 +57,7 @@ class RevocationRequest(Base):
         Index("ix_requests_state_updated", "state", "updated_at"),
         Index("ix_requests_batch_state", "batch_id", "state"),
         Index("ix_requests_lease", "state", "lease_expires_at"),
+        Index("ix_requests_unsent", "state", "sent_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -105,6 +106,10 @@ class RevocationRequest(Base):
     # subscription/order at the end, and when (None: not checked, e.g. an unguarded DELETE).
     end_state_verified: Mapped[bool | None] = mapped_column(Boolean)
     verified_at: Mapped[datetime | None]
+    # When its current message was published to the broker; None while a queued request
+    # has not been sent (Redis was down or full when it was recorded or re-queued): the
+    # scheduler sends those within seconds of Redis taking messages again.
+    sent_at: Mapped[datetime | None]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -148,6 +153,18 @@ class RequestEvent(Base):
     state: Mapped[str] = mapped_column(String(20))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[dict[str, Any] | None]
+
+
+class StoreIdentity(Base):
+    """One row: this store's random id, written when the schema is created. Producers and
+    workers sharing a namespace compare it through Redis, so two processes never work on
+    two different stores unnoticed."""
+
+    __tablename__ = "store_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    store_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class WebhookDelivery(Base):

@@ -28,3 +28,11 @@ def load_portal_token(redis: Redis, key_prefix: str, ref: str) -> SecretStr | No
     if value is None:
         return None
     return SecretStr(value.decode() if isinstance(value, bytes) else str(value))
+
+
+def discard_portal_token(redis: Redis, key_prefix: str, ref: str | None) -> bool:
+    """Delete a token once its request is finished (it is of no use after that); True if
+    one was deleted."""
+    if not ref:
+        return False
+    return bool(redis.delete(f"{key_prefix}:{ref}"))

@@ -27,6 +27,10 @@ class WorkerProcess:
     concurrency: int = 2
     name: str = "worker"
     extra_args: list[str] = field(default_factory=list)
+    cwd: Path | None = None  # working directory (default: this process's)
+    # Variables removed from the inherited environment (e.g. DATABASE_URL, to run on the
+    # default store).
+    unset: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> WorkerProcess:
@@ -34,11 +38,14 @@ class WorkerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         env = {**os.environ, **self.env, "LOG_FORMAT": "json"}
+        for name in self.unset:
+            env.pop(name, None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", "worker", f"--concurrency={self.concurrency}",
              f"--hostname={self.name}-{os.getpid()}-{time.monotonic_ns()}@%h",
              *self.extra_args],
             env=env,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -82,6 +89,20 @@ class WorkerProcess:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the node's main process (Celery's shutdown signals: SIGTERM warm,
+        a second SIGTERM or SIGQUIT soft then cold)."""
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The node's exit status once it exits within ``timeout`` seconds, else None."""
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def kill(self) -> None:
         """SIGKILL the node and its pool, as a crash would."""

@@ -8,36 +8,50 @@ The CLI, the HTTP API and HR integrations written in Python all come through her
     )
     record.id, record.state  # → "…", "queued"
 
-Enqueueing a key that exists returns the existing record and sends nothing.
+Enqueueing a key that exists returns the existing record and sends nothing (unless that
+record was never sent: then it is sent now).
+
+Every request is recorded before its message is published, and marked ``sent_at`` once
+Redis took the message. When Redis is down or full, ``NotSent`` says so in one line; the
+records stay queued and unsent, and the scheduler sends them within seconds of Redis
+taking messages again. A producer refuses (``StoreMismatch``) when the namespace's workers
+use another store than its ``DATABASE_URL``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import KombuError
 from pydantic import SecretStr
 from redis import Redis
+from redis.exceptions import RedisError
 
 from config.celery import REVOKE_TASK, celery_config
-from config.settings import Settings
+from config.settings import Settings, redacted_url
 from worker.logs import get_logger
+from worker.metrics import queue_keys
 from worker.models import RevocationRequest, utcnow
 from worker.outcomes import ATTENTION_STATES, State
-from worker.portal_tokens import stash_portal_token
+from worker.portal_tokens import discard_portal_token, stash_portal_token
 from worker.requests import RevocationInput
 from worker.seatlists import container_of_snapshot
-from worker.store import Store
+from worker.store import Store, bind_store
 
 log = get_logger("seat_revoker.producer")
 
 __all__ = [
     "BatchResult",
     "EnqueueResult",
+    "NotSent",
     "Producer",
     "RevocationInput",
     "UnguardedRequest",
@@ -57,10 +71,43 @@ class UnguardedRequest(ValueError):
         self.seat_id = seat_id
 
 
+# Messages published per round trip; each chunk is marked sent once Redis took it.
+PUBLISH_CHUNK = 1000
+# What a publish to Redis raises when Redis is down, unreachable or refuses writes (full).
+PUBLISH_ERRORS = (KombuError, RedisError, OSError)
+
+
+class NotSent(RuntimeError):
+    """Redis did not take (all) the messages: the requests are recorded (queued, not sent)
+    and the scheduler sends them within seconds of Redis taking messages again.
+
+    ``unsent`` are their ids, ``sent`` how many went out; ``results`` (``submit_many``) and
+    ``batch_id`` (``submit_batch``) say what was recorded."""
+
+    def __init__(self, message: str, *, unsent: Sequence[str], sent: int, cause: str,
+                 redis_url: str) -> None:
+        super().__init__(message)
+        self.unsent = list(unsent)
+        self.sent = sent
+        self.cause = cause
+        self.redis_url = redis_url
+        self.results: list[EnqueueResult] = []
+        self.batch_id: str | None = None
+
+    def reworded(self, message: str) -> NotSent:
+        again = NotSent(message, unsent=self.unsent, sent=self.sent, cause=self.cause,
+                        redis_url=self.redis_url)
+        again.results, again.batch_id = self.results, self.batch_id
+        return again
+
+
 @dataclass(frozen=True)
 class EnqueueResult:
     record: RevocationRequest
-    created: bool  # False: the idempotency key existed and nothing was sent
+    created: bool  # False: the idempotency key existed and nothing new was recorded
+    # True: an earlier submission of the key had been recorded but never sent (Redis was
+    # down): it was sent now.
+    resent: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,8 +128,10 @@ class Producer:
         *,
         store: Store | None = None,
         celery: Celery | None = None,
+        role: str = "producer",
     ) -> None:
         self.settings = settings or Settings()
+        self.role = role
         self.store = store or Store.from_url(self.settings.database_url)
         self.celery = celery or Celery("seat_revoker_producer")
         if celery is None:
@@ -94,12 +143,27 @@ class Producer:
             self.celery.config_from_object(config)
         self._redis: Redis | None = None
         self._declared = False
+        self._bound = False
+        with contextlib.suppress(RedisError):  # Redis down: checked before the first publish
+            self.verify_store()
 
     @property
     def redis(self) -> Redis:
         if self._redis is None:
-            self._redis = Redis.from_url(self.settings.redis_url)
+            self._redis = Redis.from_url(self.settings.redis_url, socket_connect_timeout=5,
+                                         socket_timeout=30)
         return self._redis
+
+    @property
+    def redis_shown(self) -> str:
+        return redacted_url(self.settings.redis_url)
+
+    def verify_store(self) -> None:
+        """Check that the namespace's workers use this producer's store (binding the
+        namespace to it if nobody did). Raises ``StoreMismatch`` naming both stores, or
+        ``RedisError`` when Redis cannot be asked."""
+        bind_store(self.store, self.redis, self.settings, role=self.role)
+        self._bound = True
 
     def submit(
         self, request: RevocationInput, *, portal_token: SecretStr | None = None
@@ -150,34 +214,86 @@ class Producer:
         """Record all requests in one transaction, then enqueue the new ones."""
         if any(r.mode == "customer_portal" for r in requests) and portal_token is None:
             raise ValueError("customer-portal mode needs a customer session token")
-        token_ref = (
-            stash_portal_token(
-                self.redis, self.settings.redis_key("portal-token"), portal_token
-            )
-            if portal_token is not None
-            else None
-        )
+        token_ref = self._stash(portal_token) if portal_token is not None else None
         lease = timedelta(seconds=self.settings.queued_lease_seconds)
         rows = [self._guarded(_row(request, token_ref, batch, lease), request)
                 for request in requests]
-        results = [
-            EnqueueResult(record, created)
-            for record, created in self.store.add_requests(rows, batch=batch, lines=lines)
-        ]
-        self.send([r.record.id for r in results if r.created and r.record.state == State.QUEUED])
+        recorded = self.store.add_requests(rows, batch=batch, lines=lines)
+        fresh = [record.id for record, created in recorded
+                 if created and record.state == State.QUEUED]
+        # A duplicate of a request that was recorded but never sent is not done: send it.
+        stale = list(dict.fromkeys(
+            record.id for record, created in recorded
+            if not created and record.state == State.QUEUED and record.sent_at is None))
+        try:
+            published = set(self.send(fresh + stale))
+        except NotSent as error:
+            results = [EnqueueResult(record, created) for record, created in recorded]
+            raise self._not_sent(error, results, batch) from None
+        # A duplicate resent only what it claimed: a concurrent first submission that is
+        # still publishing keeps its own message.
+        resent = [i for i in stale if i in published]
+        results = [EnqueueResult(record, created, resent=record.id in published and not created)
+                   for record, created in recorded]
+        now = utcnow()
+        for result in results:
+            if result.record.id in published:
+                result.record.sent_at = result.record.sent_at or now
         if len(results) > 20:  # one summary line instead of thousands
             log.info("requests.enqueued", batch_id=batch["id"] if batch else None,
-                     created=sum(r.created for r in results), total=len(results))
+                     created=sum(r.created for r in results), resent=len(resent),
+                     total=len(results))
             return results
         for result in results:
             log.info(
-                "request.enqueued" if result.created else "request.deduplicated",
+                "request.enqueued" if result.created else
+                "request.resent" if result.resent else "request.deduplicated",
                 request_id=result.record.id,
                 seat_id=result.record.seat_id,
                 idempotency_key=result.record.idempotency_key,
                 state=result.record.state,
             )
         return results
+
+    def _stash(self, portal_token: SecretStr) -> str:
+        try:
+            return stash_portal_token(
+                self.redis, self.settings.redis_key("portal-token"), portal_token
+            )
+        except RedisError as exc:
+            cause = _cause_text(exc)
+            raise NotSent(
+                f"Redis at {self.redis_shown} is unavailable ({cause}): the customer "
+                "session token cannot be kept there, so nothing was recorded; submit again "
+                "when Redis answers", unsent=[], sent=0, cause=cause,
+                redis_url=self.redis_shown) from None
+
+    def _not_sent(self, error: NotSent, results: list[EnqueueResult],
+                  batch: dict[str, Any] | None) -> NotSent:
+        """The one line a producer's caller shows when Redis did not take the messages."""
+        unsent = set(error.unsent)
+        when = "within seconds of Redis taking messages again"
+        if batch is not None:
+            message = (f"batch {batch['id']}: {error.sent} of {error.sent + len(unsent)} "
+                       f"requests sent; Redis at {error.redis_url} did not take the rest "
+                       f"({error.cause}). The {len(unsent)} others are recorded as queued, "
+                       f"not sent, and the scheduler sends them {when}")
+        elif len(results) == 1:
+            message = (f"request {results[0].record.id} is recorded (queued, not sent yet): "
+                       f"Redis at {error.redis_url} did not take its message "
+                       f"({error.cause}). The scheduler sends it {when}")
+        else:
+            message = (f"{error.sent} of {error.sent + len(unsent)} requests sent; Redis at "
+                       f"{error.redis_url} did not take the rest ({error.cause}). They are "
+                       f"recorded as queued, not sent, and the scheduler sends them {when}")
+        # The caller gets the exception (the CLI prints it as its one line): info here.
+        log.info("requests.not_sent", batch_id=batch["id"] if batch else None,
+                  sent=error.sent, unsent=len(unsent), redis=error.redis_url,
+                  error=error.cause)
+        again = error.reworded(message)
+        again.results = results
+        again.batch_id = batch["id"] if batch else None
+        return again
 
     def _guarded(self, row: dict[str, Any], request: RevocationInput) -> dict[str, Any]:
         """Give a bare seat id the subscription/order this system saw it in, so the worker
@@ -193,14 +309,66 @@ class Producer:
             return {**row, "guarded": False}
         raise UnguardedRequest(request.seat_id)
 
-    def send(self, request_ids: Sequence[str]) -> None:
-        """Publish one task per request id (the id doubles as the Celery task id).
+    def send(self, request_ids: Sequence[str]) -> list[str]:
+        """Publish one task per request whose message is due (``sent_at`` null: recorded,
+        re-queued or released and not yet published); the id doubles as the Celery task
+        id. Returns the ids this call published.
 
+        Each chunk is claimed in the store before it is published (``claim_unsent``), so
+        two producers racing on the same request — a duplicate submission while the first
+        is still publishing, the scheduler's unsent sweep — send one message, not two.
         Publishes go through kombu's batch API, which pipelines them into Redis: 10,000
-        tasks take about a second instead of twenty.
+        tasks take about a second instead of twenty. Raises ``NotSent`` when Redis does not
+        take them (down, or full with ``noeviction``): the claims of what did not go out
+        are given back, so the scheduler sends those later. A chunk that failed half-way
+        may have left some messages in Redis; those count as sent.
         """
-        if not request_ids:
-            return
+        ids = list(dict.fromkeys(request_ids))
+        if not ids:
+            return []
+        published: list[str] = []
+        start, claimed, stamp = 0, list[str](), utcnow()
+        try:
+            if not self._bound:
+                self.verify_store()
+            for start in range(0, len(ids), PUBLISH_CHUNK):
+                claimed, stamp = self.store.claim_unsent(ids[start : start + PUBLISH_CHUNK])
+                if claimed:
+                    self.publish(claimed)
+                published.extend(claimed)
+                claimed = []
+        except PUBLISH_ERRORS as exc:
+            cause = _cause_text(exc)
+            landed = self._landed(claimed)  # a pipeline that failed half-way
+            if claimed:
+                self.store.release_claim([i for i in claimed if i not in landed], stamp)
+            published.extend(i for i in claimed if i in landed)
+            done = set(published)
+            unsent = [i for i in ids[start:] if i not in done]
+            raise NotSent(
+                f"Redis at {self.redis_shown} did not take {len(unsent)} of {len(ids)} "
+                f"messages ({cause}); those requests stay recorded as queued, not sent, and "
+                "the scheduler sends them within seconds of Redis taking messages again",
+                unsent=unsent, sent=len(published), cause=cause,
+                redis_url=self.redis_shown,
+            ) from None
+        return published
+
+    def _landed(self, chunk: Sequence[str]) -> set[str]:
+        """Which of a failed chunk's messages are in the queue anyway (Redis ran a full
+        pipeline's commands up to the first one it refused). Messages are pushed at the
+        head of the queue's list, so only its first entries are read."""
+        if not chunk:
+            return set()
+        try:
+            keys = queue_keys(self.settings.namespace, self.settings.queue_name)
+            return set(chunk) & broker_task_ids(self.redis, keys, limit=2 * len(chunk))
+        except (RedisError, OSError):
+            return set()
+
+    def publish(self, request_ids: Sequence[str]) -> None:
+        """Publish one message per id as it is, without claiming it in the store (``send``
+        claims first). For a message whose record may not exist yet or any more."""
         with self.celery.producer_or_acquire() as producer, producer.batch(max_size=1000):
             for request_id in request_ids:
                 self.celery.send_task(
@@ -227,9 +395,7 @@ class Producer:
         now = utcnow()
         fresh_token: dict[str, Any] = {}
         if portal_token is not None:
-            fresh_token["portal_token_ref"] = stash_portal_token(
-                self.redis, self.settings.redis_key("portal-token"), portal_token
-            )
+            fresh_token["portal_token_ref"] = self._stash(portal_token)
         moved = self.store.transition(
             [request_id], from_states=ATTENTION_STATES, to_state=State.QUEUED,
             detail={"retry": "manual"}, window_started_at=now,
@@ -243,7 +409,13 @@ class Producer:
                 raise ValueError(f"no request {request_id!r}")
             raise ValueError(f"request {request_id} is {record.state}; only failed or "
                              "needs_review requests retry")
-        self.send(moved)
+        try:
+            self.send(moved)
+        except NotSent as error:
+            raise error.reworded(
+                f"request {request_id} is queued again but not sent: Redis at "
+                f"{error.redis_url} did not take its message ({error.cause}). The "
+                "scheduler sends it within seconds of Redis taking messages again") from None
         log.info("request.retried", request_id=request_id)
         record = self.store.get(request_id)
         assert record is not None
@@ -261,6 +433,12 @@ class Producer:
         if not moved:
             raise ValueError(f"request {request_id} is {record.state}; only scheduled or "
                              "queued requests can be cancelled")
+        if record.portal_token_ref:
+            try:
+                discard_portal_token(self.redis, self.settings.redis_key("portal-token"),
+                                     record.portal_token_ref)
+            except RedisError as exc:  # it expires on its own
+                log.warning("portal_token.not_deleted", error=type(exc).__name__)
         log.info("request.cancelled", request_id=request_id)
         return record
 
@@ -296,7 +474,35 @@ def _row(
         "reason": request.reason,
         "batch_id": batch["id"] if batch else None,
         "portal_token_ref": token_ref if request.mode == "customer_portal" else None,
+        "sent_at": None,
     }
+
+
+def broker_task_ids(redis: Redis, keys: Iterable[str], *, limit: int | None = None
+                    ) -> set[str]:
+    """Ids of the tasks waiting in the broker's queue lists (kombu JSON messages); with
+    ``limit``, of the newest ``limit`` messages of each list only."""
+    found: set[str] = set()
+    for key in keys:
+        for raw in redis.lrange(key, 0, -1 if limit is None else limit - 1):
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                task_id = json.loads(raw).get("headers", {}).get("id")
+                if task_id:
+                    found.add(str(task_id))
+    return found
+
+
+def _cause_text(error: BaseException) -> str:
+    """What Redis said, in one line: the root cause of kombu's wrapped errors."""
+    seen: BaseException = error
+    while seen.__cause__ is not None and seen.__cause__ is not seen:
+        seen = seen.__cause__
+    text = " ".join(str(seen).split())
+    text = re.sub(r"^Command # \d+ \(.*?\) of pipeline caused error: ", "", text)
+    name = type(seen).__name__
+    if name == "OutOfMemoryError":
+        name = "Redis is full (maxmemory reached, noeviction)"
+    return f"{name}: {text}" if text else name
 
 
 def enqueue_revocation(

@@ -11,7 +11,13 @@ may have lost. The record store is the source of truth, so nothing recorded ther
 - a running request whose worker stopped renewing its lease (the worker's heartbeat renews
   it every few seconds, so a short lease never runs out under a live worker) is sent again;
 - when Redis comes back empty (its epoch marker is gone), every queued or retrying
-  request is sent again at once.
+  request is sent again at once;
+- a queued request whose message was never published (Redis was down or full when it was
+  recorded, ``sent_at`` is null) is sent as soon as Redis takes messages again.
+
+Every pass first checks that the namespace is bound to this process's store
+(``worker.store.bind_store``): after Redis lost its data, the first process to come binds
+it again, and a scheduler on another store stops sending instead of mixing two stores.
 
 Re-sending is safe because tasks are idempotent: a terminal request is skipped, a live one
 is serialised by its seat lock. One scheduler pass runs at a time across all processes.
@@ -20,23 +26,24 @@ is serialised by its seat lock. One scheduler pass runs at a time across all pro
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from kombu.exceptions import KombuError
 from redis import Redis
 from redis.exceptions import RedisError
 
-from config.settings import Settings
+from config.settings import Settings, redacted_url
 from worker.logs import get_logger
 from worker.metrics import queue_keys
 from worker.models import utcnow
 from worker.nodes import NodeRegistry
 from worker.outcomes import State
-from worker.producer import Producer
+from worker.producer import NotSent, Producer, broker_task_ids
+from worker.store import StoreError
 
 log = get_logger("seat_revoker.scheduler")
 BATCH = 1000
@@ -46,6 +53,9 @@ BATCH = 1000
 # two passes) before its message counts as lost: covers the instant between a producer's
 # commit and its publish, and between a node taking a message and recording it.
 MISSING_GRACE_SECONDS = 5.0
+# A queued request never sent (``sent_at`` null) this long after it was recorded is sent by
+# the scheduler: its producer's publish failed (or the producer died in between).
+UNSENT_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class PassResult:
     requeued: int  # in-flight requests sent again
     redis_was_emptied: bool
     lost: int = 0  # of those, messages found lost (dead node, vanished from the broker)
+    unsent: int = 0  # queued requests never sent before (Redis was down or full)
 
 
 def lost_messages(
@@ -88,18 +99,6 @@ def lost_messages(
     return resend, missing
 
 
-def broker_task_ids(redis: Redis, keys: Iterable[str]) -> set[str]:
-    """Ids of the tasks waiting in the broker's queue lists (kombu JSON messages)."""
-    found: set[str] = set()
-    for key in keys:
-        for raw in redis.lrange(key, 0, -1):
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                task_id = json.loads(raw).get("headers", {}).get("id")
-                if task_id:
-                    found.add(str(task_id))
-    return found
-
-
 class Reconciler:
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
@@ -116,11 +115,13 @@ class Reconciler:
         if not lock.acquire():
             return None
         try:
+            self.producer.verify_store()
             emptied = self._redis_was_emptied()
             released = self.release_due()
+            unsent = 0 if emptied else self.send_unsent()
             lost = 0 if emptied else self.requeue_lost()
             return PassResult(released, lost + self.requeue_stale(everything=emptied),
-                              emptied, lost)
+                              emptied, lost, unsent)
         finally:
             with contextlib.suppress(RedisError):
                 lock.release()
@@ -145,6 +146,27 @@ class Reconciler:
             log.info("scheduler.released", count=len(moved))
             if len(due) < BATCH:
                 return released
+
+    def send_unsent(self) -> int:
+        """Send the queued requests whose message was never published (Redis was down or
+        full when they were recorded or re-queued)."""
+        store, sent = self.producer.store, 0
+        recorded_before = utcnow() - timedelta(seconds=UNSENT_GRACE_SECONDS)
+        while True:
+            ids = store.unsent(recorded_before=recorded_before, limit=BATCH)
+            if not ids:
+                break
+            try:
+                sent += len(self.producer.send(ids))
+            except NotSent as error:
+                if sent + error.sent:
+                    log.warning("scheduler.sent_unsent", count=sent + error.sent)
+                raise
+            if len(ids) < BATCH:
+                break
+        if sent:
+            log.warning("scheduler.sent_unsent", count=sent)
+        return sent
 
     def requeue_lost(self) -> int:
         """Send again the requests whose message a dead node held or the broker lost."""
@@ -221,18 +243,40 @@ class Reconciler:
 def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> None:
     """Loop until ``stop`` is set (or forever): one reconciler pass per interval."""
     stop = stop or threading.Event()
-    producer = Producer(settings)
+    producer = Producer(settings, role="scheduler")
     reconciler = Reconciler(producer)
     log.info("scheduler.started", interval_s=settings.scheduler_interval_seconds)
+    trouble: str | None = None  # what broke the last pass, reported once until it heals
     try:
         while not stop.is_set():
+            problem: str | None = None
             try:
                 result = reconciler.run_once()
-                if result and (result.released or result.requeued):
+                if result and (result.released or result.requeued or result.unsent):
                     log.info("scheduler.pass", released=result.released,
-                             requeued=result.requeued, redis_emptied=result.redis_was_emptied)
-            except Exception:  # a broken pass must not end the loop (Redis/DB down a while)
+                             requeued=result.requeued, unsent_sent=result.unsent,
+                             redis_emptied=result.redis_was_emptied)
+            except NotSent as exc:
+                problem = f"redis: {exc.cause}"
+                if problem != trouble:
+                    log.warning("scheduler.redis_unavailable",
+                                redis=redacted_url(settings.redis_url), error=exc.cause,
+                                hint="unsent requests go out once Redis takes messages")
+            except (RedisError, KombuError, OSError) as exc:
+                problem = f"redis: {type(exc).__name__}"
+                if problem != trouble:
+                    log.warning("scheduler.redis_unavailable",
+                                redis=redacted_url(settings.redis_url),
+                                error=f"{type(exc).__name__}: {exc}")
+            except StoreError as exc:  # also a store mismatch: loud on every pass
+                problem = f"store: {exc}"
+                log.error("scheduler.store_unavailable", error=str(exc))
+            except Exception:  # a broken pass must not end the loop
+                problem = "unexpected"
                 log.exception("scheduler.pass_failed")
+            if trouble is not None and problem is None:
+                log.warning("scheduler.recovered", after=trouble)
+            trouble = problem
             stop.wait(settings.scheduler_interval_seconds)
     finally:
         producer.close()

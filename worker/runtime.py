@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from config.settings import Settings
 from worker.fleetpause import FleetPause
@@ -18,9 +20,10 @@ from worker.logs import get_logger, register_secret
 from worker.metrics import MetricsRecorder
 from worker.outcomes import RetryPolicy
 from worker.polar import PolarClient, Throttle, build_http_client, token_bucket
+from worker.portal_tokens import discard_portal_token
 from worker.ratelimit import SharedRateLimiter
 from worker.seatlists import SeatLists
-from worker.store import Store
+from worker.store import Store, StoreMismatch, StoreUnavailable, bind_store
 
 log = get_logger("seat_revoker.runtime")
 
@@ -38,6 +41,8 @@ class Runtime:
     # What a fleet-wide fault pauses: this token with this API version (a fixed setting is
     # a new scope, so restarted workers resume at once).
     pause_scope: str
+    # Whether this process checked that the namespace is bound to its store.
+    store_verified: bool = field(default=False)
 
     @classmethod
     def build(cls, settings: Settings, *, throttle: Throttle | None = None) -> Runtime:
@@ -56,13 +61,14 @@ class Runtime:
             read_timeout=settings.polar_read_timeout,
             api_version=settings.polar_api_version,
         )
-        polar = PolarClient(http, token, throttle, observer=metrics)
+        polar = PolarClient(http, token, throttle, observer=metrics,
+                            total_timeout=settings.polar_total_timeout)
         pause = fleet_pause(settings, redis)
         scope = pause_scope(settings)
         for stale in pause.forget_others(scope):
             log.warning("pause.cleared", scope=stale,
                         reason="workers now run with another token or API version")
-        return cls(
+        runtime = cls(
             settings=settings,
             # `seat-revoker worker` migrates once before forking; not again per process.
             store=Store.from_url(settings.database_url, migrate_schema=False),
@@ -74,6 +80,57 @@ class Runtime:
             pause=pause,
             pause_scope=scope,
         )
+        try:
+            runtime.verify_store()
+        except (RedisError, StoreUnavailable) as exc:  # checked again before each task
+            log.warning("store.binding_unchecked", error=str(exc) or type(exc).__name__)
+        except StoreMismatch:
+            runtime.close()
+            raise
+        return runtime
+
+    def verify_store(self) -> None:
+        """Check once per process that the namespace's producers use this worker's store:
+        ``StoreMismatch`` names both stores otherwise."""
+        if not self.store_verified:
+            bind_store(self.store, self.redis, self.settings, role="worker")
+            self.store_verified = True
+
+    def forget_portal_token(self, ref: str | None) -> None:
+        """Delete a finished request's customer session token from Redis (it would
+        otherwise stay there until its expiry)."""
+        if not ref:
+            return
+        try:
+            discard_portal_token(self.redis, self.settings.redis_key("portal-token"), ref)
+        except RedisError as exc:  # it still expires on its own
+            log.warning("portal_token.not_deleted", error=type(exc).__name__)
+
+    def unknown_request_wait(self, request_id: str) -> float | None:
+        """A task names a request the store does not have. Seconds to wait before trying
+        again while ``UNKNOWN_REQUEST_SECONDS`` have not passed since it was first seen
+        (its producer's commit may still be landing); ``None`` once they have: then it is
+        logged as ``request.unknown`` (an error) and counted, and the task ends."""
+        key = self.settings.redis_key("unknown", request_id)
+        now = time.time()
+        patience = self.settings.unknown_request_seconds
+        self.redis.set(key, repr(now), nx=True, ex=int(patience) + 3600)
+        raw = self.redis.get(key)
+        first = float(raw) if raw is not None else now
+        waited = max(now - first, 0.0)
+        if waited < patience:
+            wait = min(max(1.0, waited), 30.0, max(patience - waited, 0.1))
+            log.warning("request.not_found_yet", request_id=request_id,
+                        waited_s=round(waited, 1), retry_in_s=round(wait, 1))
+            return wait
+        self.redis.delete(key)
+        self.metrics.unknown_request()
+        log.error("request.unknown", request_id=request_id, waited_s=round(waited, 1),
+                  database=self.store.url,
+                  hint="a producer recorded this request in another store: give producers "
+                       "and workers the same DATABASE_URL (seat-revoker refuses to start on "
+                       "a mismatch it can see); the message is dropped")
+        return None
 
     def close(self) -> None:
         self.polar.close()

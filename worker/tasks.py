@@ -1,8 +1,17 @@
-"""Celery wiring and the thin ``revoke_seat`` task: load, act, store (``worker.revocation``)."""
+"""Celery wiring and the thin ``revoke_seat`` task: load, act, store (``worker.revocation``).
+
+Shutdown (Celery 5.x semantics, see ``config/celery.py``): the first SIGTERM starts a warm
+shutdown (no new tasks; running ones finish). A second SIGTERM escalates to what SIGQUIT
+does: a soft shutdown — running tasks get ``worker_soft_shutdown_timeout`` to finish, then
+they are cancelled and their messages requeued for another worker — followed by a cold
+shutdown. Celery itself ignores a repeated SIGTERM, so a hung call would hold the node.
+"""
 
 from __future__ import annotations
 
 import os
+import random
+import signal
 from typing import Any
 
 from celery import Celery, Task
@@ -14,6 +23,7 @@ from celery.signals import (
     worker_process_init,
     worker_ready,
     worker_shutdown,
+    worker_shutting_down,
 )
 from redis import Redis
 from redis.exceptions import RedisError
@@ -24,6 +34,7 @@ from worker.logs import bind_task_context, clear_task_context, configure_logging
 from worker.nodes import NodeRegistry, run_heartbeat
 from worker.revocation import Deferred, run_revocation
 from worker.runtime import get_runtime
+from worker.store import StoreError, StoreMismatch
 
 log = get_logger("seat_revoker.tasks")
 
@@ -62,13 +73,35 @@ def start_node_services(settings: Settings, *, scheduler: bool) -> None:
         threading.Thread(target=run_heartbeat, args=(registry, node, stop),
                          name="node-heartbeat", daemon=True).start()
         if scheduler:
-            threading.Thread(target=run_scheduler, args=(settings, stop), name="scheduler",
-                             daemon=True).start()
+            threading.Thread(target=_scheduler_thread, args=(run_scheduler, settings, stop),
+                             name="scheduler", daemon=True).start()
         log.info("node.started", node=node, scheduler=scheduler)
 
     @worker_shutdown.connect(weak=False)
     def _stop(**_: Any) -> None:
         stop.set()
+
+
+def _scheduler_thread(run: Any, settings: Settings, stop: Any) -> None:
+    try:
+        run(settings, stop)
+    except StoreError as exc:  # one line, not a thread traceback
+        log.error("scheduler.not_started", error=str(exc))
+
+
+_sigterms = 0
+
+
+@worker_shutting_down.connect
+def _second_sigterm_soft_shutdown(sig: str | None = None, **_: Any) -> None:
+    """Celery ignores a SIGTERM during its warm shutdown: make the second one do what
+    SIGQUIT does (soft shutdown, then cold: running tasks are requeued)."""
+    global _sigterms
+    if sig != "SIGTERM":
+        return
+    _sigterms += 1
+    if _sigterms >= 2:
+        os.kill(os.getpid(), signal.SIGQUIT)
 
 
 _registry: NodeRegistry | None = None
@@ -113,7 +146,10 @@ def _node_released(task: Any = None, task_id: str | None = None, **_: Any) -> No
 @worker_process_init.connect
 def _warm_runtime(**_: Any) -> None:
     """Build each pool process's clients before its first task, not during it."""
-    get_runtime()
+    try:
+        get_runtime()
+    except StoreError as exc:  # the tasks say it again (and wait) until it is fixed
+        log.error("runtime.store_refused", error=str(exc))
 
 
 @task_prerun.connect
@@ -129,8 +165,21 @@ def _clear_context(**_: Any) -> None:
 
 @app.task(bind=True, name=REVOKE_TASK, max_retries=None)
 def revoke_seat(self: Task, request_id: str) -> dict[str, Any]:
-    """Revoke the seat of one stored request. Arguments carry the request id only."""
+    """Revoke the seat of one stored request. Arguments carry the request id only.
+
+    A store that cannot be used right now (read-only, locked, unreachable: the engine
+    reconnects on the next try) or that is not the namespace's store keeps the message: the
+    task is retried with a growing countdown, never dropped."""
     try:
-        return run_revocation(get_runtime(), request_id)
+        runtime = get_runtime()
+        runtime.verify_store()
+        return run_revocation(runtime, request_id)
     except Deferred as deferred:
         raise self.retry(countdown=max(deferred.countdown, 0.05)) from None
+    except StoreMismatch as exc:
+        log.error("store.mismatch", error=str(exc))
+        raise self.retry(countdown=30 + random.random() * 5) from None
+    except StoreError as exc:
+        countdown = min(2.0 ** min(self.request.retries, 5), 30.0) + random.random()
+        log.error("store.unavailable", error=str(exc), retry_in_s=round(countdown, 1))
+        raise self.retry(countdown=countdown) from None

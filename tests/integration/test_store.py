@@ -32,9 +32,9 @@ def test_migrations_build_exactly_the_schema_the_models_describe(database_url: s
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     assert diff == []
-    assert version == "0004"
+    assert version == "0005"
     assert {"revocation_requests", "batches", "batch_items", "request_events",
-            "webhook_deliveries"} <= set(inspect(engine).get_table_names())
+            "webhook_deliveries", "store_identity"} <= set(inspect(engine).get_table_names())
 
 
 def test_concurrent_processes_migrate_one_fresh_database(database_url: str) -> None:
@@ -87,3 +87,22 @@ def test_ten_thousand_rows_insert_in_one_transaction(database_url: str) -> None:
     results = store.add_requests(rows, batch={"id": str(uuid.uuid4()), "total": 10_000})
     assert sum(created for _, created in results) == 10_000
     assert store.count_by_state()["queued"] >= 10_000
+
+
+def test_a_message_is_claimed_once_and_a_failed_publish_gives_the_claim_back(
+    database_url: str,
+) -> None:
+    """Two producers racing to send one unsent request: only the first claim wins; a claim
+    given back after a failed publish can be taken again, a newer claim is not undone."""
+    store = Store.from_url(database_url)
+    (record, _), (other, _) = store.add_requests([row(sent_at=None), row(sent_at=None)])
+    first, stamp = store.claim_unsent([record.id, other.id])
+    assert first == [record.id, other.id]
+    assert store.claim_unsent([record.id, other.id])[0] == []
+    store.release_claim([record.id], stamp)
+    again, later = store.claim_unsent([other.id, record.id])
+    assert again == [record.id]
+    store.release_claim([record.id], stamp)  # an older claim: nothing changes
+    assert store.claim_unsent([record.id])[0] == []
+    stored = store.get(record.id)
+    assert stored is not None and stored.sent_at == later

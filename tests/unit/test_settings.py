@@ -20,6 +20,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
         if var.upper() in names:
             monkeypatch.delenv(var)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)  # the default store's location
 
 
 def load() -> Settings:
@@ -32,13 +33,15 @@ def test_defaults() -> None:
     assert settings.api_base_url == "https://sandbox-api.polar.sh"
     assert settings.rate_limit == RateLimit(count=100.0, period=60.0)
     assert settings.redis_url == "redis://localhost:6379/0"
-    assert settings.database_url == "sqlite:///./var/seat-revoker.db"
+    assert settings.database_url == (
+        f"sqlite:///{Path.home() / '.local/share/seat-revoker/seat-revoker.db'}")
     assert settings.namespace == "seat-revoker"
     assert settings.polar_api_version is None
     assert settings.polar_access_token is None
     assert settings.polar_access_token_file is None
     assert settings.pause_probe_seconds == 30.0
     assert settings.allow_unguarded is False
+    assert settings.unknown_request_seconds == 120.0
 
 
 def test_production_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
