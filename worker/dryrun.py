@@ -90,7 +90,8 @@ def dry_run(settings: Settings, parsed: ParsedBatch, *, as_json: bool) -> int:
                              connect_timeout=settings.polar_connect_timeout,
                              read_timeout=settings.polar_read_timeout,
                              api_version=settings.polar_api_version)
-    polar = PolarClient(http, settings.access_token, limiter)
+    polar = PolarClient(http, settings.access_token, limiter,
+                        total_timeout=settings.polar_total_timeout)
     lists: dict[tuple[str, str], list[CustomerSeat] | str] = {}
     forecasts: list[Forecast] = []
     try:

@@ -89,7 +89,7 @@ class Action(StrEnum):
 @dataclass(frozen=True)
 class RetryPolicy:
     inline_attempts: int = 4  # calls per task run, first one included
-    inline_max_wait: float = 10.0  # longest sleep worth holding a worker slot for
+    inline_max_wait: float = 0.1  # longest sleep worth holding a worker slot for
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_attempts: int = 12  # task runs in all

@@ -116,13 +116,21 @@ class PolarHTTPError(PolarError):
 
 
 class ResponseFormatError(PolarError):
-    """A 2xx body that does not parse as the expected model."""
+    """A 2xx body that does not parse as the expected model (truncated JSON, a proxy's HTML
+    page). Transient: a DELETE answered so may have been applied, and the retry's guarded
+    re-read of the seat list decides what happened; a body that stays garbage runs out of
+    retry budget and fails then."""
 
-    fault = Fault.PERMANENT
+    fault = Fault.TRANSIENT
 
 
 class Throttle(Protocol):
-    """Shared rate-limit gate (see ``worker.ratelimit``)."""
+    """Shared rate-limit gate (see ``worker.ratelimit``).
+
+    ``acquire`` before every request; on a 429, ``penalize`` with its ``retry-after`` in the
+    same thread, before the next ``acquire`` for that bucket: the limiter then knows which
+    request was refused (where it stood in Polar's window) and adapts the fleet's rate.
+    """
 
     def acquire(self, bucket: str) -> None: ...
     def penalize(self, bucket: str, seconds: float) -> None: ...
@@ -198,7 +206,12 @@ class PolarClient:
         token: SecretStr,
         throttle: Throttle | None = None,
         observer: Observer | None = None,
+        total_timeout: float | None = None,
     ) -> None:
+        """``total_timeout`` bounds a whole call, first byte sent to last byte read: httpx's
+        read timeout is per read, so a response dripping one byte a second would otherwise
+        hold the worker until the task's time limit."""
+        self._total_timeout = total_timeout
         self._http = http
         self._token = token
         self._throttle: Throttle = throttle or NoThrottle()
@@ -298,13 +311,34 @@ class PolarClient:
         self, method: str, path: str, params: dict[str, Any] | None, headers: dict[str, str]
     ) -> httpx.Response:
         try:
-            return self._http.request(method, path, params=params, headers=headers)
+            if self._total_timeout is None:
+                return self._http.request(method, path, params=params, headers=headers)
+            return self._request_within(method, path, params, headers, self._total_timeout)
         except httpx.TimeoutException as exc:
             raise PolarTransportError("timeout", type(exc).__name__) from None
         except httpx.ConnectError as exc:
             raise PolarTransportError("connect", _safe_text(exc)) from None
         except httpx.TransportError as exc:
             raise PolarTransportError("network", type(exc).__name__) from None
+
+    def _request_within(
+        self, method: str, path: str, params: dict[str, Any] | None, headers: dict[str, str],
+        limit: float,
+    ) -> httpx.Response:
+        """The call, read chunk by chunk against a deadline for the whole of it."""
+        deadline = time.monotonic() + limit
+        with self._http.stream(method, path, params=params, headers=headers) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise PolarTransportError(
+                        "timeout", f"the response took longer than {limit:g} s in all")
+            # Rebuilt from the decoded bytes, so without the encoding headers.
+            kept = [(k, v) for k, v in response.headers.multi_items()
+                    if k.lower() not in ("content-encoding", "content-length")]
+            return httpx.Response(response.status_code, headers=kept,
+                                  content=bytes(body), request=response.request)
 
     def _observe(self, method: str, status: int | None, started: float) -> None:
         if self._observer is not None:

@@ -8,10 +8,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.engine import make_url
 
 from config.settings import Settings
 from worker.api import create_app
@@ -149,3 +151,47 @@ def test_a_pause_makes_readyz_503_and_shows_in_metrics(
     pause.resume("token:2026-04")
     assert client.get("/readyz").status_code == 200
     assert value(client.get("/metrics").text, 'seat_revoker_paused{fault="forbidden"}') == 0
+
+
+
+def test_readyz_reports_a_read_only_database_and_recovers_when_it_is_writable(
+    postgres_url: str, redis_url: str
+) -> None:
+    """A database that answers SELECT 1 but refuses writes (a failover left the pool on a
+    read-only server) is not ready; once writes are allowed again the same process is ready
+    without a restart (its read-only connection was discarded)."""
+    base = make_url(postgres_url)
+    name = f"{base.database}_ro_{uuid.uuid4().hex[:6]}"
+    admin = base.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def read_only(on: bool) -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = '
+                         f'{"on" if on else "off"}')
+            # Sessions keep the setting they started with: end them, as a failover does.
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=base.set(database=name).render_as_string(
+            hide_password=False), redis_url=redis_url, namespace=f"ro-{uuid.uuid4().hex[:8]}",
+    )
+    try:
+        app = create_app(settings, api_settings=ApiSettings(_env_file=None))  # type: ignore[call-arg]
+        with TestClient(app) as client:
+            assert client.get("/readyz").json()["checks"]["database"] == "ok"
+            read_only(True)
+            response = client.get("/readyz")
+            assert response.status_code == 503 and response.json()["down"] == ["database"]
+            assert "read-only" in response.json()["checks"]["database"]
+            read_only(False)
+            # A backend being terminated may still answer the pool's pre-ping, then fail
+            # the write: that probe says so and drops it; the next one must be ready.
+            probes = [client.get("/readyz").json()["checks"]["database"] for _ in range(2)]
+            assert probes[-1] == "ok", probes
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

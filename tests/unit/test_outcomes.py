@@ -317,7 +317,7 @@ def test_give_up_gives_a_reason(
 
 
 def test_transient_inline_sequence_follows_inline_attempts() -> None:
-    policy = RetryPolicy(inline_attempts=3)
+    policy = RetryPolicy(inline_attempts=3, inline_max_wait=10.0)
     actions = [
         plan_retry(
             Fault.TRANSIENT,
@@ -424,3 +424,11 @@ def test_a_later_retry_never_lands_past_the_budget() -> None:
         policy=POLICY,
     )
     assert plan.action is Action.GIVE_UP or 3590.0 + plan.delay <= POLICY.budget_seconds
+
+
+def test_by_default_a_transient_backoff_gives_the_worker_slot_back() -> None:
+    """A slot sleeping 0.5 s per 503 revokes nothing meanwhile: by default the first retry
+    of a transient fault is a Celery retry with a countdown, not an inline sleep."""
+    plan = plan_retry(Fault.TRANSIENT, inline_attempt=1, task_attempt=1, elapsed=0.0,
+                      retry_after=None, policy=RetryPolicy())
+    assert plan.action is Action.RETRY_LATER

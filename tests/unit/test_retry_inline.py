@@ -53,6 +53,10 @@ class Script:
         return "done"
 
 
+# These tests are about sleeping inline: a policy that allows waits up to 10 s in a slot
+# (the default gives the slot back for anything over 0.1 s).
+INLINE = RetryPolicy(inline_max_wait=10.0)
+
 def run(
     fn: Callable[[], Any],
     *,
@@ -60,7 +64,7 @@ def run(
     record: FakeRecord | None = None,
 ) -> tuple[Any, list[float]]:
     sleeps: list[float] = []
-    rt: Any = FakeRuntime(policy or RetryPolicy())
+    rt: Any = FakeRuntime(policy or INLINE)
     result = _with_inline_retries(rt, record or FakeRecord(), fn, sleeps.append)  # type: ignore[arg-type]
     return result, sleeps
 
@@ -113,7 +117,7 @@ def test_permanent_error_is_raised_at_once_without_sleep(error: PolarError) -> N
     script = Script(error)
     sleeps: list[float] = []
     with pytest.raises(PolarHTTPError) as info:
-        _with_inline_retries(FakeRuntime(), FakeRecord(), script, sleeps.append)  # type: ignore[arg-type]
+        _with_inline_retries(FakeRuntime(INLINE), FakeRecord(), script, sleeps.append)  # type: ignore[arg-type]
     assert info.value is error
     assert script.calls == 1
     assert sleeps == []
@@ -131,7 +135,7 @@ def test_long_retry_after_is_raised_without_inline_sleep(retry_after: float) -> 
     script = Script(error)
     sleeps: list[float] = []
     with pytest.raises(PolarHTTPError) as info:
-        _with_inline_retries(FakeRuntime(), FakeRecord(), script, sleeps.append)  # type: ignore[arg-type]
+        _with_inline_retries(FakeRuntime(INLINE), FakeRecord(), script, sleeps.append)  # type: ignore[arg-type]
     assert info.value is error
     assert info.value.retry_after == retry_after
     assert script.calls == 1
@@ -143,7 +147,7 @@ def test_transient_failures_stop_after_inline_attempts() -> None:
     script = Script(*errors)
     sleeps: list[float] = []
     with pytest.raises(PolarTransportError) as info:
-        _with_inline_retries(FakeRuntime(), FakeRecord(), script, sleeps.append)  # type: ignore[arg-type]
+        _with_inline_retries(FakeRuntime(INLINE), FakeRecord(), script, sleeps.append)  # type: ignore[arg-type]
     assert info.value is errors[3]
     assert script.calls == 4
     assert len(sleeps) == 3
@@ -160,7 +164,7 @@ def test_transient_failures_stop_after_inline_attempts() -> None:
 def test_inline_attempts_come_from_the_policy(inline_attempts: int, calls: int) -> None:
     script = Script(*(transient() for _ in range(5)))
     with pytest.raises(PolarTransportError):
-        run(script, policy=RetryPolicy(inline_attempts=inline_attempts))
+        run(script, policy=RetryPolicy(inline_attempts=inline_attempts, inline_max_wait=10.0))
     assert script.calls == calls
 
 

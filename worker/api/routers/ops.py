@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from worker.api.context import ApiContext, get_context
+from worker.store import StoreError
 
 router = APIRouter(tags=["operations"])
 Context = Annotated[ApiContext, Depends(get_context)]
@@ -29,7 +29,9 @@ def healthz() -> dict[str, str]:
                      "paused (`pauses` gives each pause's fault, hint and since)"}},
 )
 def readyz(context: Context) -> JSONResponse:
-    """Redis answers PING, the database answers SELECT 1, and no queue pause is in force."""
+    """Redis answers PING, the database takes a write (``Store.check``: a read-only file, a
+    lock or a read-only server shows, not just a dead connection), and no queue pause is in
+    force."""
     checks: dict[str, str] = {}
     pauses: list[dict[str, Any]] = []
     try:
@@ -40,9 +42,10 @@ def readyz(context: Context) -> JSONResponse:
     except Exception as exc:
         checks["redis"] = f"down: {type(exc).__name__}"
     try:
-        with context.store.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        context.store.check()
         checks["database"] = "ok"
+    except StoreError as exc:
+        checks["database"] = f"down: {exc}"
     except Exception as exc:
         checks["database"] = f"down: {type(exc).__name__}"
     down = [name for name, state in checks.items() if state not in ("ok", "paused")]
