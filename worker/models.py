@@ -110,6 +110,10 @@ class RevocationRequest(Base):
     # has not been sent (Redis was down or full when it was recorded or re-queued): the
     # scheduler sends those within seconds of Redis taking messages again.
     sent_at: Mapped[datetime | None]
+    # ``urgent`` (single requests: a termination) or ``bulk`` (batch rows): urgent work
+    # overtakes bulk work in the broker (its own queue) and in the rate limiter.
+    priority: Mapped[str] = mapped_column(String(10), default="urgent",
+                                          server_default="urgent")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
