@@ -23,10 +23,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": VISIBILITY_TIMEOUT,
         "global_keyprefix": f"{settings.namespace}:",
     }
+    # Workers consume the urgent lane first: kombu's Redis transport BRPOPs the queues in
+    # the order given (``priority``; its default ``round_robin`` would rotate them), so a
+    # bulk message is taken only while no urgent one waits. Urgent traffic is single
+    # requests, so bulk work is delayed by them, never starved for good.
+    broker_transport = {**transport, "queue_order_strategy": "priority"}
     return {
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,
-        "broker_transport_options": transport,
+        "broker_transport_options": broker_transport,
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         # Redis errors on a live connection — above all "OOM command not allowed" from a
@@ -39,6 +44,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "result_expires": 24 * 3600,
         "task_default_queue": settings.queue_name,
+        "task_create_missing_queues": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,

@@ -29,6 +29,11 @@ SUPPORTED_POLAR_API_VERSIONS = ("2026-04", "2026-10")
 
 APP_DIR_NAME = "seat-revoker"
 
+# A request's lane: ``urgent`` (single requests: CLI revoke, Python producer, REST,
+# webhooks) overtakes ``bulk`` (batch rows) in the broker and in the rate limiter.
+Priority = Literal["urgent", "bulk"]
+PRIORITIES: tuple[Priority, ...] = ("urgent", "bulk")
+
 
 def data_dir() -> Path:
     """Where seat-revoker keeps its own files when nothing else is configured:
@@ -219,7 +224,21 @@ class Settings(BaseSettings):
 
     @property
     def queue_name(self) -> str:
+        """The bulk lane's Celery queue (batch rows; the only queue before lanes)."""
         return self.namespace
+
+    @property
+    def urgent_queue_name(self) -> str:
+        """The urgent lane's Celery queue (single requests: a termination)."""
+        return f"{self.namespace}.urgent"
+
+    @property
+    def lane_queues(self) -> tuple[str, str]:
+        """Every lane's queue, in the order workers consume them (urgent first)."""
+        return (self.urgent_queue_name, self.queue_name)
+
+    def lane_queue(self, priority: str) -> str:
+        return self.urgent_queue_name if priority == "urgent" else self.queue_name
 
 
 class ConfigError(RuntimeError):

@@ -26,8 +26,9 @@ from worker.requests import RevocationInput
 Format = Literal["csv", "jsonl", "json"]
 COLUMNS = (
     "seat_id", "subscription_id", "order_id", "email", "member_id", "customer_id",
-    "external_id", "reason", "key", "effective_at", "guard",
+    "external_id", "reason", "key", "effective_at", "guard", "priority",
 )
+# ``priority`` is optional: ``urgent`` or ``bulk`` (empty: bulk, a batch's default lane).
 # ``guard`` is optional: empty means the default (guarded); ``false`` revokes a bare seat id
 # without the occupant check. Text cells accept true/false, yes/no, 1/0 (any case).
 _BOOLEAN_TEXT = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}

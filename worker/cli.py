@@ -108,7 +108,7 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
 
     start_node_services(settings, scheduler=settings.worker_scheduler and not no_scheduler)
     argv = ["worker", f"--loglevel={(loglevel or settings.log_level).upper()}",
-            f"--queues={settings.queue_name}", "--without-mingle", "--without-gossip"]
+            f"--queues={','.join(settings.lane_queues)}", "--without-mingle", "--without-gossip"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     if hostname:
@@ -135,6 +135,10 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
                                                       "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
               help="Revoke at this time (UTC unless an offset is given), e.g. the last day.")
 @click.option("--reason", help="Why, kept with the record.")
+@click.option("--priority", type=click.Choice(["urgent", "bulk"]), default="urgent",
+              show_default=True,
+              help="Lane: urgent overtakes bulk work (batches) in the queue and the rate "
+                   "limiter.")
 @click.option("--wait", is_flag=True, help="Block until the request has its outcome.")
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Seconds --wait waits before giving up (exit 3).")
@@ -319,9 +323,9 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
     """Offboard everyone in a CSV or JSON Lines FILE (validated whole before anything runs).
 
     Columns: seat_id, subscription_id, order_id, email, member_id, customer_id,
-    external_id, reason, key, effective_at, guard. A row needs a seat_id, or a
+    external_id, reason, key, effective_at, guard, priority. A row needs a seat_id, or a
     subscription_id/order_id plus one field naming the person; guard=false revokes a bare
-    seat id without the occupant check.
+    seat id without the occupant check; priority is bulk unless a row says urgent.
 
     With --wait, exits 1 when a row needs review, 3 on timeout, else 0.
     """

@@ -76,6 +76,7 @@ def record_rows(record: RevocationRequest) -> list[tuple[str, Text | None]]:
         ("guarded", Text.assemble(("false", "bold yellow"), " (no occupant check)")
          if record.guarded is False else None),
         ("end state verified", verification_text(record)),
+        ("priority", _optional(record.priority)),
         ("mode", _optional(record.mode)),
         ("subscription", _optional(record.subscription_id)),
         ("order", _optional(record.order_id)),

@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
+from config.settings import Settings
 from worker.fleetpause import FleetPause
 from worker.logs import get_logger
 from worker.outcomes import FleetFault, State
@@ -109,6 +110,12 @@ def queue_keys(namespace: str, queue_name: str) -> list[str]:
     kombu's ``global_keyprefix`` is ``namespace + ":"``)."""
     base = f"{namespace}:{queue_name}"
     return [base, *(f"{base}{_KOMBU_PRIORITY_SEP}{pri}" for pri in _KOMBU_PRIORITIES)]
+
+
+def lane_queue_keys(settings: Settings) -> list[str]:
+    """The Redis lists of every lane's queue (urgent and bulk)."""
+    return [key for queue in settings.lane_queues
+            for key in queue_keys(settings.namespace, queue)]
 
 
 class MetricsCollector(Collector):

@@ -36,9 +36,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config.celery import REVOKE_TASK, celery_config
-from config.settings import Settings, redacted_url
+from config.settings import PRIORITIES, Priority, Settings, redacted_url
 from worker.logs import get_logger
-from worker.metrics import queue_keys
+from worker.metrics import lane_queue_keys
 from worker.models import RevocationRequest, utcnow
 from worker.outcomes import ATTENTION_STATES, State
 from worker.portal_tokens import discard_portal_token, stash_portal_token
@@ -142,7 +142,7 @@ class Producer:
             config["task_send_sent_event"] = False  # workers still report received/started
             self.celery.config_from_object(config)
         self._redis: Redis | None = None
-        self._declared = False
+        self._declared: set[str] = set()
         self._bound = False
         with contextlib.suppress(RedisError):  # Redis down: checked before the first publish
             self.verify_store()
@@ -194,7 +194,7 @@ class Producer:
             "total": len(requests),
             "requested_by": requested_by,
         }
-        results = self.submit_many(requests, batch=batch, lines=lines)
+        results = self.submit_many(requests, batch=batch, lines=lines, priority="bulk")
         return BatchResult(
             batch_id=batch_id,
             total=len(results),
@@ -210,13 +210,16 @@ class Producer:
         portal_token: SecretStr | None = None,
         batch: dict[str, Any] | None = None,
         lines: Sequence[int] | None = None,
+        priority: Priority = "urgent",
     ) -> list[EnqueueResult]:
-        """Record all requests in one transaction, then enqueue the new ones."""
+        """Record all requests in one transaction, then enqueue the new ones. A request
+        that names no priority gets ``priority`` (single requests are urgent; a batch's
+        rows bulk)."""
         if any(r.mode == "customer_portal" for r in requests) and portal_token is None:
             raise ValueError("customer-portal mode needs a customer session token")
         token_ref = self._stash(portal_token) if portal_token is not None else None
         lease = timedelta(seconds=self.settings.queued_lease_seconds)
-        rows = [self._guarded(_row(request, token_ref, batch, lease), request)
+        rows = [self._guarded(_row(request, token_ref, batch, lease, priority), request)
                 for request in requests]
         recorded = self.store.add_requests(rows, batch=batch, lines=lines)
         fresh = [record.id for record, created in recorded
@@ -332,9 +335,12 @@ class Producer:
             if not self._bound:
                 self.verify_store()
             for start in range(0, len(ids), PUBLISH_CHUNK):
-                claimed, stamp = self.store.claim_unsent(ids[start : start + PUBLISH_CHUNK])
-                if claimed:
-                    self.publish(claimed)
+                lanes, stamp = self.store.claim_unsent(ids[start : start + PUBLISH_CHUNK])
+                claimed = [request_id for request_id, _ in lanes]
+                for priority in PRIORITIES:
+                    in_lane = [i for i, p in lanes if p == priority]
+                    if in_lane:
+                        self.publish(in_lane, priority=priority)
                 published.extend(claimed)
                 claimed = []
         except PUBLISH_ERRORS as exc:
@@ -361,29 +367,31 @@ class Producer:
         if not chunk:
             return set()
         try:
-            keys = queue_keys(self.settings.namespace, self.settings.queue_name)
+            keys = lane_queue_keys(self.settings)
             return set(chunk) & broker_task_ids(self.redis, keys, limit=2 * len(chunk))
         except (RedisError, OSError):
             return set()
 
-    def publish(self, request_ids: Sequence[str]) -> None:
-        """Publish one message per id as it is, without claiming it in the store (``send``
-        claims first). For a message whose record may not exist yet or any more."""
+    def publish(self, request_ids: Sequence[str], *, priority: Priority = "urgent") -> None:
+        """Publish one message per id to ``priority``'s lane as it is, without claiming it
+        in the store (``send`` claims first). For a message whose record may not exist yet
+        or any more."""
+        queue = self.settings.lane_queue(priority)
         with self.celery.producer_or_acquire() as producer, producer.batch(max_size=1000):
             for request_id in request_ids:
                 self.celery.send_task(
                     REVOKE_TASK,
                     args=[request_id],
                     task_id=request_id,
-                    queue=self.settings.queue_name,
+                    queue=queue,
                     producer=producer,
-                    # The queue is declared with the first message only; Celery's repr of
+                    # A queue is declared with its first message only; Celery's repr of
                     # the arguments is given, not computed (both are per-message costs).
-                    **({"declare": []} if self._declared else {}),
+                    **({"declare": []} if queue in self._declared else {}),
                     argsrepr=f"['{request_id}']",
                     kwargsrepr="{}",
                 )
-                self._declared = True
+                self._declared.add(queue)
 
     def retry(
         self, request_id: str, *, portal_token: SecretStr | None = None
@@ -453,6 +461,7 @@ def _row(
     token_ref: str | None,
     batch: dict[str, Any] | None,
     queued_lease: timedelta,
+    default_priority: Priority,
 ) -> dict[str, Any]:
     now = utcnow()
     scheduled = request.effective_at is not None and request.effective_at > now
@@ -473,6 +482,7 @@ def _row(
         "requested_by": request.requested_by,
         "reason": request.reason,
         "batch_id": batch["id"] if batch else None,
+        "priority": request.priority or default_priority,
         "portal_token_ref": token_ref if request.mode == "customer_portal" else None,
         "sent_at": None,
     }

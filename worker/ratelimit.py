@@ -46,8 +46,10 @@ then the fleet sends at a rate *adapted to what the window leaves*:
   requests already in flight when the first came back belong to the same episode and
   only extend the cooldown. Every new episode lowers the ceiling below the share in force,
   so even a misaligned estimate (another integration opened Polar's window, so ours and
-  Polar's windows do not coincide) converges; and no episode takes more than half of it
-  (``keep``), so a 429 that is not Polar's window running out cannot stall the fleet.
+  Polar's windows do not coincide) converges; no episode takes more than half of it
+  (``keep``), and no series of them takes it below half the budget (``floor``), so 429s
+  that are not Polar's window running out (a proxy's, a fault storm) cannot stall the
+  fleet.
 
 **Why the whole cooldown is honoured.** Sending again before ``retry-after`` has elapsed
 would be safe only if we knew when Polar's window opened: it expires ``window`` seconds
@@ -66,7 +68,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,9 +80,12 @@ from config.settings import RateLimit
 
 _US = 1_000_000
 
-# KEYS: log, cooldown, schedule, mirror.
-# ARGV: budget, span_us, window_us, min_gap_us, quiet_us, max_hold_us, ttl_ms.
+# KEYS: log, cooldown, schedule, mirror, bulk (future slots reserved by bulk work).
+# ARGV: budget, span_us, window_us, min_gap_us, quiet_us, max_hold_us, ttl_ms, urgent (1/0).
 # Returns {reserved (1/0), wait_us, slot_us, mirror index, share}. Times: µs of Redis time.
+# An urgent caller whose slot is in the future takes the earliest future slot a bulk
+# caller reserved (still sleeping towards it) instead: the log is unchanged, so the window
+# accounting is too, and the bulk caller finds its slot gone when it wakes (``_CLAIM``).
 _ACQUIRE = """
 local function int(x) return string.format('%d', x) end
 local t = redis.call('TIME')
@@ -102,7 +109,16 @@ if n > 0 then
     slot = math.max(slot, tonumber(edge[2]) + span)
   end
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', int(now))
 local wait = slot - now
+if ARGV[8] == '1' and wait > 0 then
+  local taken = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. int(now), int(slot), 'LIMIT', 0, 1)
+  if taken[1] then
+    redis.call('ZREM', KEYS[5], taken[1])
+    local at, index = string.match(taken[1], '^(%d+):(%d+)$')
+    return {1, tonumber(at) - now, tonumber(at), tonumber(index), share}
+  end
+end
 if wait > tonumber(ARGV[6]) then
   return {0, wait, 0, -1, share}
 end
@@ -116,6 +132,10 @@ if mstart < 0 or slot >= mstart + window then
 end
 redis.call('HSET', KEYS[4], 'start', int(mstart), 'count', index + 1)
 redis.call('PEXPIRE', KEYS[4], ARGV[7])
+if ARGV[8] ~= '1' and wait > 0 then
+  redis.call('ZADD', KEYS[5], int(slot), int(slot) .. ':' .. int(index))
+  redis.call('PEXPIRE', KEYS[5], ARGV[7])
+end
 return {1, wait, slot, index, share}
 """
 
@@ -213,14 +233,19 @@ class Tuning:
     step: int  # added per window without a 429
     hold_windows: int  # windows spent at the ceiling before probing above it
     keep: float = 0.5  # one 429 never takes the ceiling below this share of the share
+    # 429s never take the share below this fraction of the budget (POLAR_RATE_LIMIT): 429s
+    # that are not Polar's window running out (a proxy's, an injected fault storm) come in
+    # series, and halving per episode would crawl for minutes. Interference heavier than
+    # this costs one 429 per hold period; set POLAR_RATE_LIMIT to the share you really have.
+    floor: float = 0.5
 
 
 def tuning_for(
     budget: int, *, margin: float = 0.02, step: float = 0.01, hold_windows: int = 60,
-    keep: float = 0.5,
+    keep: float = 0.5, floor: float = 0.5,
 ) -> Tuning:
     return Tuning(margin=max(1, round(budget * margin)), step=max(1, round(budget * step)),
-                  hold_windows=max(1, hold_windows), keep=keep)
+                  hold_windows=max(1, hold_windows), keep=keep, floor=floor)
 
 
 @dataclass(frozen=True)
@@ -265,8 +290,9 @@ def after_429(
     # A 429 that is not Polar's window running out (a proxy's, an injected fault) must not
     # collapse the fleet: one episode at most takes the share down to ``keep`` of it, and
     # heavier interference is reached over a few 429s.
-    left = max(left, math.ceil(share * tuning.keep))
-    ceiling = max(1, min(left, share - 1, spacing.budget - 1))
+    least = max(1, math.ceil(spacing.budget * tuning.floor))
+    left = max(left, math.ceil(share * tuning.keep), least)
+    ceiling = max(1, min(left, max(share - 1, least), spacing.budget - 1))
     hold = tuning.hold_windows + math.ceil(tuning.margin / tuning.step)
     return Episode(
         resume_at=resume,
@@ -309,6 +335,22 @@ def schedule(episode: Episode, spacing: Spacing, tuning: Tuning) -> list[tuple[i
         if share >= spacing.budget:
             return points
         t += spacing.span_us
+
+
+# -- lanes -------------------------------------------------------------------------------
+
+_urgent: ContextVar[bool] = ContextVar("seat_revoker_urgent_lane", default=False)
+
+
+@contextmanager
+def urgent_lane(urgent: bool = True) -> Iterator[None]:
+    """Calls made inside take the limiter's next free slot before bulk work: an urgent
+    request (a termination) does not wait behind a batch's reserved slots."""
+    token = _urgent.set(urgent)
+    try:
+        yield
+    finally:
+        _urgent.reset(token)
 
 
 # -- the limiter -------------------------------------------------------------------------
@@ -387,10 +429,12 @@ class SharedRateLimiter:
 
     def _reserve(self, bucket: str, tolerate_lateness: bool) -> bool:
         s = self.spacing
+        urgent = _urgent.get()
         reserved, wait_us, slot, index, share = self._acquire(
-            keys=[self._key(bucket, k) for k in ("log", "cooldown", "schedule", "mirror")],
+            keys=[self._key(bucket, k)
+                  for k in ("log", "cooldown", "schedule", "mirror", "bulk")],
             args=[s.budget, s.span_us, s.window_us, s.min_gap_us, s.quiet_us,
-                  int(self.max_hold * _US), self._ttl_ms],
+                  int(self.max_hold * _US), self._ttl_ms, 1 if urgent else 0],
         )
         wait = int(wait_us) / _US
         if not reserved:
@@ -401,6 +445,8 @@ class SharedRateLimiter:
             if self._on_wait is not None:
                 self._on_wait(wait)
             self._sleep(wait)
+            if not urgent and not self._claim(bucket, ticket):
+                return False  # urgent work took this slot while we slept: reserve another
             if not tolerate_lateness and self._clock() - due > self.late_limit:
                 self._give_back(bucket, ticket)
                 return False
@@ -414,6 +460,11 @@ class SharedRateLimiter:
                 return False
         self._last()[bucket] = ticket
         return True
+
+    def _claim(self, bucket: str, ticket: Rejected) -> bool:
+        """A bulk caller wakes for its slot: take it, unless urgent work took it."""
+        member = f"{ticket.slot}:{ticket.index}"
+        return bool(self._redis.zrem(self._key(bucket, "bulk"), member))
 
     def _give_back(self, bucket: str, ticket: Rejected) -> None:
         self._release(keys=[self._key(bucket, "log"), self._key(bucket, "mirror")],

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings, redacted_url
 from worker.logs import get_logger
-from worker.metrics import queue_keys
+from worker.metrics import lane_queue_keys
 from worker.models import utcnow
 from worker.nodes import NodeRegistry
 from worker.outcomes import State
@@ -179,8 +179,7 @@ class Reconciler:
         held_dead = set().union(*dead.values()) if dead else set()
         unaccounted = {rid for rid, state in in_flight
                        if rid not in held_live and state != State.RUNNING.value}
-        in_broker = (broker_task_ids(self.redis, queue_keys(self.settings.namespace,
-                                                            self.settings.queue_name))
+        in_broker = (broker_task_ids(self.redis, lane_queue_keys(self.settings))
                      if unaccounted - held_dead else set())
         missing_before = {m.decode() if isinstance(m, bytes) else str(m)
                           for m in self.redis.smembers(self._missing_key)}

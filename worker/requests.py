@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config.settings import Priority
 from worker.occupant import Occupant
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -46,6 +47,9 @@ class RevocationInput(BaseModel):
     # False: a bare seat id may be revoked even when its subscription/order (the only place
     # Polar shows who holds it) is unknown. Off by default; the record then says so.
     guard: bool = True
+    # Lane: ``urgent`` overtakes ``bulk`` in the broker and the rate limiter. Unset: single
+    # requests are urgent, batch rows bulk (``default_priority``).
+    priority: Priority | None = None
 
     @field_validator(*UUID_FIELDS)
     @classmethod
@@ -68,6 +72,13 @@ class RevocationInput(BaseModel):
             return None
         if not _EMAIL.match(value):
             raise ValueError(f"{value!r} is not an email address")
+        return value
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or None
         return value
 
     @field_validator("external_id", "key", "reason", "requested_by", mode="before")

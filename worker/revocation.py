@@ -47,7 +47,7 @@ from worker.polar import (
     detail_text,
 )
 from worker.portal_tokens import load_portal_token
-from worker.ratelimit import ThrottleWait
+from worker.ratelimit import ThrottleWait, urgent_lane
 from worker.runtime import Runtime
 from worker.seatlists import container_of, container_of_snapshot
 from worker.seatlock import SeatBusy, seat_lock
@@ -96,7 +96,8 @@ def run_revocation(
             raise Deferred(wait, "request not in the store (yet)")
         return {"request_id": request_id, "seat_id": None, "outcome": "unknown"}
     bind_task_context(
-        request_id=record.id, seat_id=record.seat_id, idempotency_key=record.idempotency_key
+        request_id=record.id, seat_id=record.seat_id, idempotency_key=record.idempotency_key,
+        priority=record.priority,
     )
     if State(record.state).is_terminal:
         log.info("request.skipped_terminal", state=record.state)
@@ -107,7 +108,8 @@ def run_revocation(
         raise Deferred(admission.wait + random.random(), "queue paused")
     if admission.probe:
         log.info("pause.probe")
-    result = _run(rt, record, sleep)
+    with urgent_lane(record.priority == "urgent"):  # its Polar calls overtake bulk work
+        result = _run(rt, record, sleep)
     if State(result["outcome"]).is_terminal:
         rt.forget_portal_token(record.portal_token_ref)  # of no use any more
     if admission.probe:

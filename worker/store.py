@@ -513,26 +513,27 @@ class Store:
                     ])
         return moved
 
-    def claim_unsent(self, request_ids: Sequence[str]) -> tuple[list[str], datetime]:
+    def claim_unsent(self, request_ids: Sequence[str]
+                     ) -> tuple[list[tuple[str, str]], datetime]:
         """Claim the right to publish these requests' messages: stamp ``sent_at`` on those
-        that have none and return their ids with the stamp. Two producers racing to send
-        the same request (a duplicate submission while the first is still publishing, the
-        scheduler's unsent sweep) claim it once, so exactly one message goes out. A caller
-        whose publish failed gives the claim back with ``release_claim``."""
+        that have none and return them as (id, priority) pairs, with the stamp. Two
+        producers racing to send the same request (a duplicate submission while the first
+        is still publishing, the scheduler's unsent sweep) claim it once, so exactly one
+        message goes out, to the request's own lane. A caller whose publish failed gives
+        the claim back with ``release_claim``."""
         now = utcnow()
-        claimed: list[str] = []
+        claimed: dict[str, str] = {}
         with self.session() as session:
             for start in range(0, len(request_ids), 500):
                 chunk = list(request_ids[start : start + 500])
-                claimed.extend(session.scalars(
+                claimed.update(session.execute(
                     update(RevocationRequest)
                     .where(RevocationRequest.id.in_(chunk),
                            RevocationRequest.sent_at.is_(None))
                     .values(sent_at=now)
-                    .returning(RevocationRequest.id)
-                ))
-        wanted = set(claimed)
-        return [i for i in request_ids if i in wanted], now
+                    .returning(RevocationRequest.id, RevocationRequest.priority)
+                ).tuples().all())
+        return [(i, claimed[i]) for i in dict.fromkeys(request_ids) if i in claimed], now
 
     def release_claim(self, request_ids: Sequence[str], stamp: datetime) -> None:
         """Mark these requests unsent again (their publish failed), unless someone has

@@ -27,7 +27,7 @@ from sqlalchemy import update
 
 from worker.localredis import PrivateRedis, redis_answers
 from worker.localstack import LocalStack
-from worker.metrics import queue_keys
+from worker.metrics import lane_queue_keys
 from worker.models import RevocationRequest, utcnow
 from worker.outcomes import State
 from worker.producer import NotSent, broker_task_ids
@@ -143,7 +143,7 @@ def test_a_duplicate_of_a_never_sent_request_is_sent(
         result = producer.submit(request)  # no worker, no scheduler: only this sends it
 
         assert not result.created and result.resent and result.record.id == first.id
-        keys = queue_keys(stack.settings.namespace, stack.settings.queue_name)
+        keys = lane_queue_keys(stack.settings)
         assert first.id in broker_task_ids(Redis.from_url(persistent_redis.url), keys)
         stored = stack.store.get(first.id)
         assert stored is not None and stored.sent_at is not None
@@ -172,7 +172,7 @@ def test_one_scheduler_pass_sends_what_was_never_sent(
         result = reconciler.run_once()
 
         assert result is not None and result.unsent == 3 and not result.redis_was_emptied
-        keys = queue_keys(stack.settings.namespace, stack.settings.queue_name)
+        keys = lane_queue_keys(stack.settings)
         assert set(unsent) <= broker_task_ids(Redis.from_url(persistent_redis.url), keys)
         assert stack.store.unsent(recorded_before=utcnow()) == []
 

@@ -29,6 +29,7 @@ from redis import Redis
 from config.settings import Settings
 from worker.api import create_app
 from worker.api.settings import ApiSettings
+from worker.metrics import lane_queue_keys
 from worker.models import WebhookDelivery
 from worker.queries import list_requests
 from worker.store import Store
@@ -54,7 +55,7 @@ class Harness:
         self.client, self.store, self.redis, self.settings = client, store, redis, settings
 
     def nothing_enqueued(self) -> bool:
-        depth = self.redis.llen(f"{self.settings.namespace}:{self.settings.queue_name}")
+        depth = sum(self.redis.llen(key) for key in lane_queue_keys(self.settings))
         return depth == 0 and list_requests(self.store).total == 0
 
     def webhook(self, payload: Any, webhook_id: str | None = None) -> Any:

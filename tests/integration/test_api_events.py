@@ -24,6 +24,7 @@ from redis import Redis
 from config.settings import Settings
 from worker.api import create_app
 from worker.api.settings import ApiSettings
+from worker.metrics import lane_queue_keys
 from worker.models import WebhookDelivery
 from worker.queries import list_requests
 from worker.store import Store
@@ -50,7 +51,7 @@ class Harness:
         self.client, self.store, self.redis, self.settings = client, store, redis, settings
 
     def queue_depth(self) -> int:
-        return int(self.redis.llen(f"{self.settings.namespace}:{self.settings.queue_name}"))
+        return sum(int(self.redis.llen(key)) for key in lane_queue_keys(self.settings))
 
     def request_count(self) -> int:
         return list_requests(self.store).total

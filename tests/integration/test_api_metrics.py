@@ -93,8 +93,9 @@ def test_queue_depth_is_the_length_of_the_real_celery_queue(
             producer.submit(RevocationInput(seat_id=str(uuid.uuid4()), guard=False))
     finally:
         producer.close()
-    # kombu's global_keyprefix is namespace + ":" (config/celery.py): the list is here.
-    assert redis.llen(f"{settings.namespace}:{settings.queue_name}") == 3
+    # kombu's global_keyprefix is namespace + ":" (config/celery.py): single requests are
+    # in the urgent lane's list.
+    assert redis.llen(f"{settings.namespace}:{settings.urgent_queue_name}") == 3
     text = client.get("/metrics").text
     assert value(text, "seat_revoker_queue_depth") == 3
     assert value(text, 'seat_revoker_requests{state="queued"}') == 3

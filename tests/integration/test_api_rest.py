@@ -17,6 +17,7 @@ from sqlalchemy import update
 from config.settings import Settings
 from worker.api import create_app
 from worker.api.settings import ApiSettings
+from worker.metrics import lane_queue_keys
 from worker.models import RevocationRequest
 from worker.producer import Producer
 from worker.store import Store
@@ -99,12 +100,14 @@ def test_submit_creates_then_deduplicates_by_idempotency_key(api: Harness) -> No
     assert record["guarded"] is False and record["requested_seat_id"] is None
     assert (record["outcome_detail"], record["end_state_verified"]) == (None, None)
     assert record["requested_by"].startswith("api:")
-    assert api.redis.llen(f"{api.settings.namespace}:{api.settings.queue_name}") == 1
+    # A single request goes to the urgent lane (kombu's global_keyprefix: namespace + ":").
+    assert api.redis.llen(f"{api.settings.namespace}:{api.settings.urgent_queue_name}") == 1
+    assert queue_depth(api) == 1
     again = api.client.post("/v1/revocations", json=body,
                             headers={**AUTH, "Idempotency-Key": "hr-1042"})
     assert again.status_code == 200
     assert again.json() == {"created": False, "request": record}
-    assert api.redis.llen(f"{api.settings.namespace}:{api.settings.queue_name}") == 1
+    assert queue_depth(api) == 1
     read = api.get(f"/v1/revocations/{record['id']}")
     assert read["id"] == record["id"] and [h["state"] for h in read["history"]] == ["queued"]
 
@@ -262,7 +265,8 @@ def test_batch_upload_rejects_unsupported_content_types(api: Harness) -> None:
 
 
 def queue_depth(api: Harness) -> int:
-    return int(api.redis.llen(f"{api.settings.namespace}:{api.settings.queue_name}"))
+    """Messages waiting in both lanes."""
+    return sum(int(api.redis.llen(key)) for key in lane_queue_keys(api.settings))
 
 
 def test_batch_upload_as_json_array_then_progress_and_report(api: Harness) -> None:

@@ -97,11 +97,11 @@ def test_a_message_is_claimed_once_and_a_failed_publish_gives_the_claim_back(
     store = Store.from_url(database_url)
     (record, _), (other, _) = store.add_requests([row(sent_at=None), row(sent_at=None)])
     first, stamp = store.claim_unsent([record.id, other.id])
-    assert first == [record.id, other.id]
+    assert first == [(record.id, "urgent"), (other.id, "urgent")]
     assert store.claim_unsent([record.id, other.id])[0] == []
     store.release_claim([record.id], stamp)
     again, later = store.claim_unsent([other.id, record.id])
-    assert again == [record.id]
+    assert again == [(record.id, "urgent")]
     store.release_claim([record.id], stamp)  # an older claim: nothing changes
     assert store.claim_unsent([record.id])[0] == []
     stored = store.get(record.id)

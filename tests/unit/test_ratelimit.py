@@ -34,6 +34,7 @@ from worker.ratelimit import (
     share_at,
     spacing,
     tuning_for,
+    urgent_lane,
 )
 
 TOLERANCE = 0.02  # seconds: Redis round trips between two acquires on a local socket
@@ -99,8 +100,8 @@ def episode(ceiling: int, *, resume: int = NOW + S, first: int = NOW - 100_000,
                      id="another integration spent 8: ceiling 12"),
         pytest.param(0, None, Rejected(NOW - 100_000, 0, 20), 20, episode(10),
                      id="nothing left, or not Polar's window: at most halved"),
-        pytest.param(0, None, Rejected(NOW - 100_000, 0, 2), 2, episode(1, start=1),
-                     id="never below one request per window"),
+        pytest.param(0, None, Rejected(NOW - 100_000, 0, 10), 10, episode(10),
+                     id="a series of 429s never takes the share below half the budget"),
         pytest.param(0, None, Rejected(NOW - 100_000, 19, 15), 15, episode(14),
                      id="an index past the share (misaligned windows): below the share"),
         pytest.param(0, None, None, 20, episode(19, first=-1),
@@ -650,3 +651,57 @@ def test_a_probe_into_steady_interference_costs_one_429_per_hold(
     current = gate.episode("bucket")
     assert current is not None and current.ceiling == 7
     assert 8 in shares
+
+
+# -- lanes: urgent work takes the next free slot -------------------------------------------
+
+
+def test_urgent_work_takes_the_slot_a_sleeping_bulk_caller_reserved(
+    redis: Redis, prefix: str
+) -> None:
+    """A batch's process sleeps towards its reserved slot; a termination arrives: it gets
+    that slot (no later than the batch would have sent), the batch's process finds its
+    slot gone when it wakes and reserves the next one. The log keeps one entry per request
+    actually sent, so the window accounting is unchanged."""
+    filler = limiter(redis, prefix, Sleeps())
+    for _ in range(5):
+        filler.acquire("bucket")  # the span is full: the next slot is about a span away
+    urgent_sleeps = Sleeps()
+    urgent = limiter(redis, prefix, urgent_sleeps)
+    first_bulk_slot: list[int] = []
+
+    def termination_arrives(seconds: float) -> None:
+        if not first_bulk_slot:
+            first_bulk_slot.append(int(redis.zrange(f"{prefix}:bucket:log", -1, -1)[0]))
+            with urgent_lane():
+                urgent.acquire("bucket")
+
+    bulk = limiter(redis, prefix, termination_arrives)
+    bulk.acquire("bucket")
+    assert ticket(urgent).slot == first_bulk_slot[0]
+    assert ticket(bulk).slot > ticket(urgent).slot
+    log = [int(s) for s in redis.zrange(f"{prefix}:bucket:log", 0, -1)]
+    assert log[-2:] == [ticket(urgent).slot, ticket(bulk).slot]  # the last `budget` kept
+    assert urgent_sleeps.calls and urgent_sleeps.calls[0] <= 1.03
+
+
+def test_urgent_work_does_not_take_another_urgent_callers_slot(
+    redis: Redis, prefix: str
+) -> None:
+    filler = limiter(redis, prefix, Sleeps())
+    for _ in range(5):
+        filler.acquire("bucket")
+    first, second = limiter(redis, prefix, Sleeps()), limiter(redis, prefix, Sleeps())
+    with urgent_lane():
+        first.acquire("bucket")
+        second.acquire("bucket")
+    assert ticket(second).slot > ticket(first).slot
+    assert redis.zcard(f"{prefix}:bucket:bulk") == 0
+
+
+def test_bulk_callers_keep_their_slots_without_urgent_work(redis: Redis, prefix: str) -> None:
+    gate = limiter(redis, prefix, Sleeps())
+    for _ in range(7):
+        gate.acquire("bucket")
+    # Every slot that was waited for was claimed on waking: none is left to take.
+    assert redis.zcard(f"{prefix}:bucket:bulk") == 0

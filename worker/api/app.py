@@ -16,7 +16,7 @@ from worker.api.routers import batches, dashboard, events, ops, revocations
 from worker.api.security import SecurityHeaders, add_docs
 from worker.api.settings import ApiSettings
 from worker.logs import get_logger
-from worker.metrics import MetricsCollector, queue_keys
+from worker.metrics import MetricsCollector, lane_queue_keys
 from worker.producer import Producer
 from worker.store import Store
 from worker.webhooks import WebhookVerifier
@@ -86,7 +86,7 @@ def create_app(
             context.redis,
             settings.redis_key("metrics"),
             count_by_state=store.count_by_state,
-            queue_keys=queue_keys(settings.namespace, settings.queue_name),
+            queue_keys=lane_queue_keys(settings),
             unacked_key=settings.redis_key("unacked"),
             pause_prefix=settings.redis_key("pause"),
         )

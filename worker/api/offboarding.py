@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from config.settings import Priority
 from worker.api.schemas import no_nul
 from worker.requests import RevocationInput
 
@@ -86,6 +87,8 @@ class OffboardingData(BaseModel):
     targets: list[Target] = Field(min_length=1, max_length=500)
     reason: str | None = Field(None, max_length=1000)
     effective_at: AwareDatetime | None = None
+    priority: Priority = Field("urgent", description="Lane of every target's request: "
+                               "urgent (default: a termination) or bulk")
 
     _text = field_validator("reason")(no_nul)
 
@@ -154,6 +157,7 @@ def to_requests(event: OffboardingEvent, webhook_id: str) -> list[RevocationInpu
             key=idempotency_key(webhook_id, index),
             reason=data.reason or None,
             requested_by=REQUESTED_BY,
+            priority=data.priority,
         )
         try:
             out.append(RevocationInput(**fields))

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from config.settings import Priority
 from worker.models import RequestEvent, RevocationRequest
 
 
@@ -48,6 +49,10 @@ class RevocationIn(BaseModel):
         description="false: revoke a bare seat_id without checking who holds it (when its "
         "subscription/order is unknown); the seat may have been reassigned",
     )
+    priority: Priority = Field(
+        "urgent", description="Lane: urgent (the default for a single request) overtakes "
+        "bulk work (batch rows) in the queue and the rate limiter",
+    )
 
     _text = field_validator(
         "seat_id", "subscription_id", "order_id", "email", "member_id", "customer_id",
@@ -83,6 +88,7 @@ class RevocationOut(BaseModel):
         "at the end (null: not checked)",
     )
     verified_at: datetime | None = None
+    priority: str = Field("urgent", description="Lane: urgent or bulk")
     mode: str
     subscription_id: str | None
     order_id: str | None
@@ -111,6 +117,7 @@ class RevocationOut(BaseModel):
     ) -> RevocationOut:
         data = {name: getattr(record, name) for name in cls.model_fields if name != "history"}
         data["guarded"] = data["guarded"] is not False  # None: not yet flushed, default on
+        data["priority"] = data["priority"] or "urgent"
         out = cls(**data)
         if history is not None:
             out.history = [

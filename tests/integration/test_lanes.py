@@ -1,0 +1,136 @@
+"""The urgent lane: a termination overtakes a bulk batch in the broker and the rate limiter.
+
+Real Redis, real ``seat-revoker worker`` processes, the sandbox over HTTP with Polar's
+fixed-window limit: the sandbox's own counters prove each seat was revoked once and no 429
+was answered.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from worker.batches import batch_progress
+from worker.localstack import LocalStack
+from worker.models import RevocationRequest
+from worker.reconciler import Reconciler
+from worker.requests import RevocationInput
+
+pytestmark = pytest.mark.integration
+RATE = "20/second"
+
+
+@pytest.fixture
+def lanes(redis_url: str, tmp_path: Path) -> Iterator[LocalStack]:
+    with LocalStack(workdir=tmp_path, redis_url=redis_url, rate_limit=RATE,
+                    sandbox_rate_limit=RATE) as stack:
+        yield stack
+
+
+def seed(stack: LocalStack, count: int) -> tuple[str, list[dict[str, str]]]:
+    subscription_id = str(uuid.uuid4())
+    seats = stack.control.create_seats(
+        [{"subscription_id": subscription_id, "status": "claimed",
+          "email": f"bulk{i}@acme.test"} for i in range(count)])
+    return subscription_id, seats
+
+
+def batch_of(subscription_id: str, seats: list[dict[str, str]]) -> list[RevocationInput]:
+    return [RevocationInput(seat_id=s["id"], subscription_id=subscription_id,
+                            email=s["email"]) for s in seats]
+
+
+def assert_each_revoked_once(stack: LocalStack, seat_ids: list[str]) -> None:
+    changes = stack.control.stats()["revocations_by_seat"]
+    assert sorted(changes) == sorted(seat_ids)
+    assert set(changes.values()) == {1}
+
+
+def test_an_urgent_request_overtakes_a_batch_that_holds_the_rate_budget(
+    lanes: LocalStack,
+) -> None:
+    lanes.add_worker(concurrency=2, name="n1")
+    lanes.add_worker(concurrency=2, name="n2")
+    subscription_id, seats = seed(lanes, 200)  # 10 s of work at 20/s
+    leaver_sub, (leaver,) = seed(lanes, 1)
+    batch = lanes.producer.submit_batch(batch_of(subscription_id, seats), name="reorg")
+    deadline = time.monotonic() + 60
+    while (progress := batch_progress(lanes.store, batch.batch_id)) is None or \
+            progress.finished < 40:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    submitted = time.monotonic()
+    urgent = lanes.producer.submit(RevocationInput(
+        seat_id=leaver["id"], subscription_id=leaver_sub, email=leaver["email"])).record
+    assert urgent.priority == "urgent"
+    done = lanes.wait_terminal([urgent.id], timeout=30)[0]
+    waited = time.monotonic() - submitted
+
+    assert done.state == "revoked"
+    rows = lanes.wait_terminal(batch.request_ids, timeout=60)
+    assert {r.priority for r in rows} == {"bulk"}
+    assert {r.state for r in rows} == {"revoked"}
+    after = [r for r in rows if r.finished_at and done.finished_at
+             and r.finished_at > done.finished_at]
+    # It did not wait for the backlog (about 150 rows, 7 s at 20/s): most of the batch
+    # finished after it, and it finished within a bound far below the backlog's length.
+    assert len(after) > 100, len(after)
+    assert waited < 3.0, waited
+    assert_each_revoked_once(lanes, [s["id"] for s in seats] + [leaver["id"]])
+    assert lanes.control.stats()["rate_limited"] == 0
+
+
+def test_workers_take_the_urgent_lane_first_after_a_restart(lanes: LocalStack) -> None:
+    """Messages wait in their lanes while no worker runs; the first worker to start takes
+    the urgent one before the bulk backlog."""
+    subscription_id, seats = seed(lanes, 40)
+    leaver_sub, (leaver,) = seed(lanes, 1)
+    batch = lanes.producer.submit_batch(batch_of(subscription_id, seats), name="reorg")
+    urgent = lanes.producer.submit(RevocationInput(
+        seat_id=leaver["id"], subscription_id=leaver_sub, email=leaver["email"])).record
+    lanes.add_worker(concurrency=1, name="late", extra_args=["--no-scheduler"])
+    done = lanes.wait_terminal([urgent.id], timeout=30)[0]
+    rows = lanes.wait_terminal(batch.request_ids, timeout=60)
+    before = [r for r in rows if r.finished_at and done.finished_at
+              and r.finished_at < done.finished_at]
+    # One process and prefetch 1: at most the message it took before the urgent one.
+    assert len(before) <= 1, [r.finished_at for r in before]
+    assert_each_revoked_once(lanes, [s["id"] for s in seats] + [leaver["id"]])
+
+
+def lane_lengths(stack: LocalStack) -> tuple[int, int]:
+    redis = Redis.from_url(stack.settings.redis_url)
+    try:
+        urgent = redis.llen(f"{stack.namespace}:{stack.settings.urgent_queue_name}")
+        bulk = redis.llen(f"{stack.namespace}:{stack.settings.queue_name}")
+        return int(urgent), int(bulk)
+    finally:
+        redis.close()
+
+
+def test_the_scheduler_sends_each_request_again_to_its_own_lane(lanes: LocalStack) -> None:
+    subscription_id, seats = seed(lanes, 5)
+    lanes.producer.submit_batch(batch_of(subscription_id, seats), name="reorg")
+    lanes.producer.submit(RevocationInput(
+        seat_id=seats[0]["id"], subscription_id=subscription_id, email="someone@acme.test",
+        priority="urgent"))
+    lanes.producer.submit(RevocationInput(
+        seat_id=seats[1]["id"], subscription_id=subscription_id, email="other@acme.test",
+        priority="bulk"))
+    assert lane_lengths(lanes) == (1, 6)
+    redis = Redis.from_url(lanes.settings.redis_url)
+    redis.delete(f"{lanes.namespace}:{lanes.settings.urgent_queue_name}",
+                 f"{lanes.namespace}:{lanes.settings.queue_name}")  # Redis lost them
+    redis.close()
+    resent = Reconciler(lanes.producer).requeue_stale(everything=True)
+    assert resent == 7
+    assert lane_lengths(lanes) == (1, 6)
+    with lanes.store.session() as session:
+        priorities = sorted(r.priority for r in session.query(RevocationRequest))
+    assert priorities == ["bulk"] * 6 + ["urgent"]
