@@ -90,7 +90,7 @@ def run(*, seats: int = 600, rate: str = "20/second", urgent: int = 5,
             outcomes = dict(session.execute(
                 select(RevocationRequest.state, func.count())
                 .where(RevocationRequest.batch_id == batch.batch_id)
-                .group_by(RevocationRequest.state)).tuples().all())
+                .group_by(RevocationRequest.state)).all())
         assert last is not None
         wall = as_utc(last).timestamp() - wall0
         stats = stack.control.stats()

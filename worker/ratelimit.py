@@ -109,7 +109,9 @@ if n > 0 then
     slot = math.max(slot, tonumber(edge[2]) + span)
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', int(now))
+-- Bulk slots whose time has come are being claimed by their (waking) callers: only
+-- entries a whole span old are abandoned (their process died) and dropped.
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. int(now - span))
 local wait = slot - now
 if ARGV[8] == '1' and wait > 0 then
   local taken = redis.call('ZRANGEBYSCORE', KEYS[5], '(' .. int(now), int(slot), 'LIMIT', 0, 1)
@@ -445,9 +447,10 @@ class SharedRateLimiter:
             if self._on_wait is not None:
                 self._on_wait(wait)
             self._sleep(wait)
+            late = self._clock() - due  # before the claim's round trip
             if not urgent and not self._claim(bucket, ticket):
                 return False  # urgent work took this slot while we slept: reserve another
-            if not tolerate_lateness and self._clock() - due > self.late_limit:
+            if not tolerate_lateness and late > self.late_limit:
                 self._give_back(bucket, ticket)
                 return False
             # A 429 seen by another worker while we slept pauses us too.

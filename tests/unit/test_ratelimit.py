@@ -705,3 +705,24 @@ def test_bulk_callers_keep_their_slots_without_urgent_work(redis: Redis, prefix:
         gate.acquire("bucket")
     # Every slot that was waited for was claimed on waking: none is left to take.
     assert redis.zcard(f"{prefix}:bucket:bulk") == 0
+
+
+def test_a_bulk_caller_waking_just_after_its_slot_still_claims_it(
+    redis: Redis, prefix: str
+) -> None:
+    """Another process acquiring between a bulk slot's time and its caller's claim must not
+    void that slot (it would be counted in the window and never used)."""
+    twenty = RateLimit(20.0, 1.0)
+    limiter(redis, prefix, Sleeps(), twenty).acquire("bucket")  # the next slot is a gap away
+    other = limiter(redis, prefix, Sleeps(), twenty)
+    sleeps: list[float] = []
+
+    def wake_a_little_late(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(seconds + 0.003)
+        other.acquire("bucket")  # runs after our slot's time, before our claim
+
+    gate = limiter(redis, prefix, wake_a_little_late, twenty)
+    gate.acquire("bucket")
+    assert len(sleeps) == 1  # claimed the first slot it reserved
+    assert ticket(other).slot > ticket(gate).slot
