@@ -25,12 +25,13 @@ import pytest
 from redis import Redis
 from sqlalchemy import update
 
+from config.settings import Settings
 from worker.localredis import PrivateRedis, redis_answers
 from worker.localstack import LocalStack
 from worker.metrics import lane_queue_keys
 from worker.models import RevocationRequest, utcnow
 from worker.outcomes import State
-from worker.producer import NotSent, broker_task_ids
+from worker.producer import NotSent, Producer, broker_task_ids
 from worker.reconciler import Reconciler
 from worker.requests import RevocationInput
 
@@ -223,3 +224,42 @@ def test_full_redis_batch_reports_in_one_line_and_the_rest_goes_out_later(
         changes = stack.control.stats()["revocations_by_seat"]
         assert len(changes) == 1000 and set(changes.values()) == {1}
         redis.close()
+
+
+def test_rest_submit_with_redis_down_answers_503_naming_the_recorded_request(
+    persistent_redis: PersistentRedis, tmp_path: Path
+) -> None:
+    """The REST API says what the CLI says: recorded, not sent, sent once Redis is back;
+    the same Idempotency-Key later gets the same record and sends it."""
+    from fastapi.testclient import TestClient
+
+    from worker.api import create_app
+    from worker.api.settings import ApiSettings
+
+    key = "rest-key-" + "7" * 24
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        redis_url=persistent_redis.url, namespace=f"nr-{uuid.uuid4().hex[:8]}")
+    producer = Producer(settings)
+    app = create_app(settings, producer=producer,
+                     api_settings=ApiSettings(_env_file=None, api_keys=key))  # type: ignore[call-arg]
+    auth = {"Authorization": f"Bearer {key}", "Idempotency-Key": "hr-503"}
+    body = {"seat_id": str(uuid.uuid4()), "guard": False}
+    try:
+        with TestClient(app) as client:
+            persistent_redis.pause()
+            down = client.post("/v1/revocations", json=body, headers=auth)
+            assert down.status_code == 503, down.text
+            answer = down.json()
+            assert answer["unsent"] == 1 and answer["sent"] == 0
+            assert "recorded" in answer["detail"] and down.headers["retry-after"] == "5"
+            (request_id,) = answer["request_ids"]
+            record = producer.store.get(request_id)
+            assert record is not None and record.state == "queued" and record.sent_at is None
+            persistent_redis.start()
+            again = client.post("/v1/revocations", json=body, headers=auth)
+            assert again.status_code == 200 and again.json()["request"]["id"] == request_id
+            stored = producer.store.get(request_id)
+            assert stored is not None and stored.sent_at is not None
+    finally:
+        producer.close()

@@ -11,13 +11,13 @@ from prometheus_client import CollectorRegistry
 
 from config.settings import Settings, load_settings
 from worker.api.context import ApiContext
-from worker.api.errors import UnhandledErrors, validation_failed
+from worker.api.errors import UnhandledErrors, not_sent, validation_failed
 from worker.api.routers import batches, dashboard, events, ops, revocations
 from worker.api.security import SecurityHeaders, add_docs
 from worker.api.settings import ApiSettings
 from worker.logs import get_logger
 from worker.metrics import MetricsCollector, lane_queue_keys
-from worker.producer import Producer
+from worker.producer import NotSent, Producer
 from worker.store import Store
 from worker.webhooks import WebhookVerifier
 
@@ -79,6 +79,7 @@ def create_app(
     app.add_middleware(UnhandledErrors)
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(RequestValidationError, validation_failed)
+    app.add_exception_handler(NotSent, not_sent)
     add_docs(app, title="seat-revoker")
     registry = CollectorRegistry()
     registry.register(

@@ -64,6 +64,26 @@ async def validation_failed(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def not_sent(request: Request, exc: Exception) -> JSONResponse:
+    """Redis did not take the messages: 503 saying what was recorded (queued, not sent) and
+    that the scheduler sends it once Redis takes messages again; a retry with the same
+    idempotency key gets the same records (and sends them if they are still unsent)."""
+    from worker.producer import NotSent
+
+    assert isinstance(exc, NotSent)
+    body: dict[str, Any] = {
+        "detail": clip(str(exc), MAX_MESSAGE * 2),
+        "sent": exc.sent,
+        "unsent": len(exc.unsent),
+        "request_ids": [r.record.id for r in exc.results][:MAX_ERRORS],
+    }
+    if exc.batch_id:
+        body["batch_id"] = exc.batch_id
+    log.warning("api.not_sent", path=request.url.path, sent=exc.sent,
+                unsent=len(exc.unsent), error=exc.cause)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
 class UnhandledErrors:
     """Pure ASGI middleware: an exception no route handled is logged through structlog as
     one event (``api.unhandled_error``, with the traceback as a field and an ``error_id``)
