@@ -58,6 +58,14 @@ class NodeRegistry:
         """A node shutting down cleanly: its unfinished messages go back to the broker."""
         self._redis.delete(self._alive(node), self._holds(node))
 
+    def live_nodes(self) -> list[str]:
+        """Nodes whose liveness key has not expired (a worker consuming the queue)."""
+        prefix = f"{self._prefix}:alive:"
+        return sorted(
+            (raw.decode() if isinstance(raw, bytes) else str(raw))[len(prefix):]
+            for raw in self._redis.scan_iter(match=f"{prefix}*", count=200)
+        )
+
     def holdings(self) -> tuple[set[str], dict[str, set[str]]]:
         """(ids held by live nodes, {dead node: ids it held})."""
         live: set[str] = set()

@@ -53,6 +53,13 @@ class RequestFilter:
     email: str | None = None  # exact, case-insensitive
     created_from: datetime | None = None  # inclusive
     created_to: datetime | None = None  # exclusive
+    # Partial search (``worker.lookup``): an id or seat-id prefix, or part of an email
+    # (``@acme.com`` finds a domain); see ``text_condition``.
+    text: str | None = None
+    seat_prefix: str | None = None  # the start of the seat id (or the seat asked for)
+    email_contains: str | None = None  # part of the email, case-insensitive
+    # Where the request came from: one of SOURCES (``source_condition``).
+    source: str | None = None
 
     def state_values(self) -> list[str]:
         values: set[str] = set()
@@ -133,6 +140,21 @@ def _filtered(query: Select[Any], where: RequestFilter) -> Select[Any]:
         query = query.where(model.created_at >= where.created_from)
     if where.created_to:
         query = query.where(model.created_at < where.created_to)
+    if where.seat_prefix or where.email_contains:
+        from worker.lookup import email_condition, seat_condition
+
+        if where.seat_prefix:
+            query = query.where(seat_condition(where.seat_prefix))
+        if where.email_contains:
+            query = query.where(email_condition(where.email_contains))
+    if where.text:
+        from worker.lookup import text_condition
+
+        query = query.where(text_condition(where.text))
+    if where.source:
+        from worker.lookup import source_condition
+
+        query = query.where(source_condition(where.source))
     return query
 
 
