@@ -351,3 +351,39 @@ def _clip(text: str, limit: int) -> str:
 
 def _shown(value: object) -> str:
     return "empty" if value is None else _clip(repr(value), 60)
+
+
+# -- dashboard drill-down ---------------------------------------------------------------------
+
+
+def batches_of_request(store: Store, request_id: str) -> list[Batch]:
+    """The batches a request serves (rows of several batches may name one request)."""
+    query = (select(Batch).join(BatchItem, BatchItem.batch_id == Batch.id)
+             .where(BatchItem.request_id == request_id).distinct()
+             .order_by(Batch.created_at))
+    with store.session() as session:
+        return list(session.scalars(query))
+
+
+def batch_lines(store: Store, batch_id: str, request_id: str) -> list[int]:
+    """The lines of ``batch_id``'s file that name ``request_id``."""
+    query = (select(BatchItem.line).where(BatchItem.batch_id == batch_id,
+                                          BatchItem.request_id == request_id)
+             .order_by(BatchItem.line))
+    with store.session() as session:
+        return list(session.scalars(query))
+
+
+def scheduled_requests(
+    store: Store, *, limit: int = 50, offset: int = 0
+) -> tuple[list[RevocationRequest], int]:
+    """Scheduled requests, soonest ``effective_at`` first, and how many there are."""
+    model = RevocationRequest
+    where = model.state == State.SCHEDULED.value
+    query = (select(model).where(where)
+             .order_by(model.effective_at.asc(), model.id).offset(max(offset, 0))
+             .limit(max(1, min(limit, MAX_LIMIT))))
+    with store.session() as session:
+        items = list(session.scalars(query))
+        total = session.scalar(select(func.count()).select_from(model).where(where)) or 0
+    return items, total

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from config.settings import Settings, load_settings
 from worker.api.context import ApiContext
 from worker.api.errors import UnhandledErrors, validation_failed
-from worker.api.routers import batches, dashboard, events, ops, revocations
+from worker.api.routers import batches, dashboard, dashboard_views, events, ops, revocations
 from worker.api.security import SecurityHeaders, add_docs
 from worker.api.settings import ApiSettings
 from worker.logs import get_logger
@@ -92,6 +92,6 @@ def create_app(
         )
     )
     app.state.metrics_registry = registry
-    for module in (events, revocations, batches, ops, dashboard):
+    for module in (events, revocations, batches, ops, dashboard, dashboard_views):
         app.include_router(module.router)
     return app
