@@ -12,7 +12,7 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select
@@ -387,3 +387,17 @@ def scheduled_requests(
         items = list(session.scalars(query))
         total = session.scalar(select(func.count()).select_from(model).where(where)) or 0
     return items, total
+
+
+def oldest_change_by_state(store: Store, states: Sequence[State]) -> dict[str, datetime]:
+    """{state: the oldest ``updated_at`` among requests in it} (a request's last change is
+    when it entered its state): how long the oldest queued/retrying one has waited."""
+    model = RevocationRequest
+    query = (select(model.state, func.min(model.updated_at))
+             .where(model.state.in_([s.value for s in states])).group_by(model.state))
+    out: dict[str, datetime] = {}
+    with store.session() as session:
+        for state, oldest in session.execute(query):
+            if oldest is not None:
+                out[state] = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
+    return out
