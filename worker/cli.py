@@ -717,20 +717,24 @@ def retry(request_id: str | None, all_failed: bool, since: Any,
               help="Added to every Polar API call.")
 @click.option("--legacy-rerevoke", is_flag=True,
               help="Revoking a revoked seat bumps revoked_at again, as older Polar did.")
+@click.option("--seed", "sample_seats", type=click.IntRange(0, 10_000), default=0,
+              help="Create N claimed sample seats and print their ids, the token, the "
+              "environment to export and the next commands.")
 def sandbox(host: str, port: int, rate_limit: str | None, tokens: tuple[str, ...],
             legacy_member_model: bool, background_usage: float, seats_disabled: bool,
             scopes_missing: bool, revoked_tokens: tuple[str, ...], versions: tuple[str, ...],
-            latency_ms: int, legacy_rerevoke: bool) -> None:
-    """Run the local Polar stand-in: both organization modes, fixed-window rate limit,
-    Polar-Version handling, portal sessions, identity reads and fault injection (control
-    routes under /_sandbox/)."""
+            latency_ms: int, legacy_rerevoke: bool, sample_seats: int) -> None:
+    """Run the local Polar stand-in: both organization modes, fixed-window rate limit (none
+    unless --rate-limit), Polar-Version handling, portal sessions, identity reads and fault
+    injection (control routes under /_sandbox/). Token: polar_oat_sandbox_local."""
     from worker.sandbox import serve
 
     serve(host=host, port=port, rate_limit=rate_limit, tokens=list(tokens),
           member_model_enabled=not legacy_member_model, background_usage=background_usage,
           seats_enabled=not seats_disabled, scopes_missing=scopes_missing,
           revoked_tokens=list(revoked_tokens), versions=list(versions) or None,
-          latency_ms=latency_ms, legacy_rerevoke=legacy_rerevoke)
+          latency_ms=latency_ms, legacy_rerevoke=legacy_rerevoke,
+          sample_seats=sample_seats)
 
 
 @main.command()
