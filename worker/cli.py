@@ -102,7 +102,9 @@ class _Main(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
-            super().main(*args, **kwargs)
+            code = super().main(*args, **kwargs)  # an int only from click's own exits
+            if isinstance(code, int) and code:
+                sys.exit(code)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
@@ -385,6 +387,11 @@ def resume(scope: str | None, all_scopes: bool) -> None:
         click.echo("no pause in force")
         return
     cleared = [name for name in scopes if pause.resume(name)]
+    if cleared:
+        from worker.logs import get_logger
+
+        get_logger("seat_revoker.cli").warning("pause.resumed_by_operator", scopes=cleared,
+                                               by=actor())
     if scope and not cleared:
         fail(f"no pause with scope {scope!r}", EXIT_FAILED)
     for name in cleared:

@@ -188,9 +188,12 @@ def _drill_down(page: Any, server: ApiServer, stack: LocalStack, batch_id: str,
     assert later.effective_at is not None
     assert later.effective_at.strftime("%Y-%m-%d %H:%M") in row.inner_text()
     page.screenshot(path=str(ARTIFACTS / "dashboard-scheduled.png"), full_page=True)
+    questions: list[str] = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
     row.locator("button.cancel").click()
     page.wait_for_url("**/dashboard/scheduled?notice=*")
     assert "cancelled" in page.locator(".notice").inner_text()
+    assert questions and later.id[:8] in questions[0]  # asked before cancelling
     assert _wait_state(stack, later.id, State.CANCELLED).state == "cancelled"
     assert stack.store.history(later.id)[-1].detail["by"] == f"dashboard:{USER}"
 
