@@ -127,8 +127,11 @@ def test_the_signed_in_name_is_the_keys_name_and_no_worker_shows_a_banner(
     assert 'id="no-worker"' in html  # nothing beats in this namespace
     registry = NodeRegistry(Redis.from_url(dash.settings.redis_url),
                             dash.settings.redis_key("nodes"))
+    before = dash.client.get("/dashboard/state.json").json()["fingerprint"]
     registry.beat("w1|1")
     assert 'id="no-worker"' not in dash.page()
+    # The open page reloads itself when a worker appears (or the last one goes).
+    assert dash.client.get("/dashboard/state.json").json()["fingerprint"] != before
     registry.leave("w1|1")
 
 

@@ -243,7 +243,10 @@ def _fingerprint(context: ApiContext) -> str:
     changed = last_change(context.store)
     pauses, error = _pauses(context)
     paused = ",".join(f"{p.scope}:{p.fault}:{p.since}" for p in pauses) or (error or "")
-    raw = f"{sorted(counts.items())}|{changed.isoformat() if changed else ''}|{paused}"
+    workers = live_workers(context)  # the no-worker banner comes and goes with a reload
+    alive = "unknown" if workers is None else str(bool(workers))
+    raw = (f"{sorted(counts.items())}|{changed.isoformat() if changed else ''}|{paused}"
+           f"|{alive}")
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
