@@ -120,6 +120,9 @@ def test_dashboard_shows_progress_and_retries_a_failure(
             page.press("input[name=q]", "Enter")
             page.wait_for_url("**/dashboard/requests?q=*")
             assert page.locator("#total").inner_text() == "1"
+            page.goto(f"{server.url}/dashboard/requests?source=batch&state=success")
+            assert page.locator("#total").inner_text() == "16"  # the retried one succeeded
+            page.screenshot(path=str(ARTIFACTS / "dashboard-requests.png"), full_page=True)
             page.goto(f"{server.url}/dashboard")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
