@@ -52,6 +52,11 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-index --find-links=/wheels seat-revoker
 
+# The commit the image is built from, shown as `revision` in /metrics build_info:
+# docker build --build-arg BUILD_REVISION=$(git rev-parse --short HEAD) .
+ARG BUILD_REVISION=unknown
+ENV BUILD_REVISION=${BUILD_REVISION}
+
 # /app/var: where the default SQLite DATABASE_URL (sqlite:///./var/...) would live.
 WORKDIR /app
 RUN install -d -o app -g app /app/var

@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --quiet
 REDIS_URL ?= redis://127.0.0.1:6379/0
 export REDIS_URL
 
-.PHONY: demo test unit integration lint bench install dev tools clean
+.PHONY: demo sandbox test unit integration lint bench install dev tools clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ dev: $(VENV)/.dev-installed
 ## demo: install, then offboard sample people end to end on embedded defaults
 demo: install
 	$(VENV)/bin/seat-revoker demo
+
+## sandbox: the local Polar stand-in with 5 sample seats; prints the env and next commands
+sandbox: install
+	$(VENV)/bin/seat-revoker sandbox --seed 5
 
 ## tools: system packages the tests use (redis-server, chromium), installed when missing
 tools:

@@ -67,7 +67,8 @@ class BatchFileError(ValueError):
         shown = "\n".join(f"  {error}" for error in errors[:MAX_REPORTED_ERRORS])
         more = len(errors) - MAX_REPORTED_ERRORS
         tail = f"\n  … and {more} more" if more > 0 else ""
-        super().__init__(f"invalid batch file ({len(errors)} problems):\n{shown}{tail}")
+        plural = "" if len(errors) == 1 else "s"
+        super().__init__(f"invalid batch file ({len(errors)} problem{plural}):\n{shown}{tail}")
 
 
 @dataclass(frozen=True)

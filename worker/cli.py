@@ -16,22 +16,59 @@ from pydantic import SecretStr, ValidationError
 
 from config.settings import ConfigError, Settings
 from worker.display import print_batch, print_record
+from worker.exitcodes import Exit
 from worker.fleetpause import FleetPause, PauseInfo
+from worker.liveness import DEFAULT_GRACE, NoWorker, WorkerWatch
 from worker.logs import configure_logging
+from worker.lookup import Ambiguous, NotFound
 from worker.models import RevocationRequest
 from worker.outcomes import ATTENTION_STATES, State
 from worker.store import Store
+from worker.version import package_version
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 3
+# The exit statuses (one table for every command: worker/exitcodes.py, README.md).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = Exit.OK, Exit.FAILED, Exit.USAGE, Exit.TIMEOUT
+EXIT_NO_WORKER, EXIT_PAUSED, EXIT_NOT_FOUND = Exit.NO_WORKER, Exit.PAUSED, Exit.NOT_FOUND
 # Column sizes of the batch's name and source in the store (worker/models.py).
 MAX_NAME, MAX_SOURCE = 200, 500
-# `status` without an id: the queue is paused (same number as a --wait timeout: "not done").
-EXIT_PAUSED = 3
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+    sys.exit(int(code))
+
+
+def emit_json(document: Any) -> None:
+    """``--json`` of a command about one thing: one JSON document on one line."""
+    click.echo(json.dumps(document, default=str))
+
+
+def emit_json_lines(documents: Any) -> None:
+    """``--json`` of a list: JSON Lines, one document per line (nothing for none)."""
+    for document in documents:
+        click.echo(json.dumps(document, default=str))
+
+
+def actor() -> str:
+    """Who runs this command, recorded with retries and cancellations."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (containers)
+        return "cli"
+
+
+def find_request(store: Store, text: str) -> RevocationRequest:
+    """The request an id, a unique id prefix or an idempotency key names; else exit."""
+    from worker.lookup import resolve_request
+
+    try:
+        return resolve_request(store, text)
+    except Ambiguous as exc:
+        fail(str(exc))
+    except NotFound as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
 
 
 def load_settings() -> Settings:
@@ -59,7 +96,25 @@ def validation_text(exc: ValidationError) -> str:
 
 class _Main(click.Group):
     """Every command: an unusable store or setting (``ConfigError``, e.g. ``StoreError``,
-    ``StoreMismatch``) or Redis refusing messages (``NotSent``) is one line, not a traceback."""
+    ``StoreMismatch``) or Redis refusing messages (``NotSent``) is one line, not a traceback;
+    click's own usage errors end with the same ``error:`` line as ours (exit 2)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)  # an int only from click's own exits
+            if isinstance(code, int) and code:
+                sys.exit(code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                click.echo(exc.ctx.get_usage(), err=True)
+                click.echo(f"Try '{exc.ctx.command_path} -h' for help.", err=True)
+            fail(exc.format_message(), exc.exit_code)
+        except click.exceptions.Abort:
+            fail("aborted", EXIT_FAILED)
+        return None
 
     def invoke(self, ctx: click.Context) -> Any:
         from worker.producer import NotSent
@@ -72,7 +127,13 @@ class _Main(click.Group):
             fail(str(exc), EXIT_FAILED)
 
 
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit status (every command): 0 ok, 1 a request failed / needs review / "
+             "was cancelled (or the action was not done), 2 usage or configuration, "
+             "3 --wait timed out, 4 no worker consuming the queue, 5 queue paused, "
+             "6 no such request or batch. See README.md.")
+@click.version_option(package_version(), "--version", "-V", prog_name="seat-revoker",
+                      message="%(prog)s %(version)s")
 @click.option("--verbose", "-v", is_flag=True, help="Log progress events to stderr.")
 def main(verbose: bool) -> None:
     """Revoke Polar customer seats when people leave, exactly once, with proof."""
@@ -142,14 +203,17 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
 @click.option("--wait", is_flag=True, help="Block until the request has its outcome.")
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Seconds --wait waits before giving up (exit 3).")
-@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option("--worker-grace", type=float, default=DEFAULT_GRACE, show_default=True,
+              help="--wait: seconds without any live worker before giving up (exit 4).")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as one JSON document.")
 def revoke(seat_id: str, portal_token_file: Path | None, unguarded: bool, wait: bool,
-           timeout: float, as_json: bool, effective_at: datetime | None,
-           **fields: Any) -> None:
+           timeout: float, worker_grace: float, as_json: bool,
+           effective_at: datetime | None, **fields: Any) -> None:
     """Revoke one seat: enqueue it and print the request id.
 
     With --wait, exits 0 for revoked, already_revoked, occupant_mismatch and
-    no_active_seat, 1 for failed, needs_review or cancelled, 3 on timeout.
+    no_active_seat, 1 for failed, needs_review or cancelled, 3 on timeout, 4 when no
+    worker consumes the queue.
     """
     from worker.producer import Producer, RevocationInput
 
@@ -191,43 +255,68 @@ def revoke(seat_id: str, portal_token_file: Path | None, unguarded: bool, wait: 
                    "nothing new enqueued", err=True)
     if not wait:
         if as_json:
-            click.echo(json.dumps(record.to_dict()))
+            emit_json(record.to_dict())
         else:
             click.echo(record.id)
         return
-    final = wait_for(Store.from_url(settings.database_url), record.id, timeout)
+    store = Store.from_url(settings.database_url)
+    try:
+        final = wait_for(store, record.id, timeout, WorkerWatch.of(settings, worker_grace))
+    except NoWorker as exc:
+        current = store.get(record.id)
+        fail(f"{exc}. Request {record.id} is {current.state if current else 'unknown'}",
+             EXIT_NO_WORKER)
     show(final, as_json)
     if not State(final.state).is_terminal:
-        sys.exit(EXIT_TIMEOUT)
+        fail(f"timed out after {timeout:g}s: request {final.id} is still {final.state}"
+             f"{still_why(final)}; it goes on without you: seat-revoker status {final.id[:8]}",
+             EXIT_TIMEOUT)
     sys.exit(EXIT_OK if State(final.state).is_success else EXIT_FAILED)
+
+
+def still_why(record: RevocationRequest) -> str:
+    """What an unfinished request is waiting on, for a timeout's message."""
+    if record.state == State.SCHEDULED and record.effective_at:
+        return f" (until {record.effective_at.isoformat(timespec='seconds')})"
+    if record.state == State.RETRYING:
+        last = f"; last error: {record.last_error}" if record.last_error else ""
+        return f" (after {record.attempts} attempt(s){last})"
+    return ""
 
 
 @main.command()
 @click.argument("request_id", metavar="[ID]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def status(request_id: str | None, as_json: bool) -> None:
-    """Show one request (by id or idempotency key) or a batch's progress; without an ID,
-    the queue's health: each pause in force, or "no pause".
+    """Show one request (by id, id prefix or idempotency key) or a batch's progress;
+    without an ID, the queue's health: each pause in force, or "no pause".
 
     Exit status: 0; 1 for a request that is failed, needs_review or cancelled, or a batch
-    with a row that needs review; 3 (no ID) while the queue is paused.
+    with such a row; 5 (no ID) while the queue is paused; 6 for an unknown id.
     """
+    from worker import exitcodes
     from worker.batches import batch_progress
+    from worker.lookup import resolve_any
 
     settings = load_settings()
     if request_id is None:
         sys.exit(queue_health(settings, as_json))
     store = Store.from_url(settings.database_url)
-    record = store.get(request_id) or store.get_by_key(request_id)
-    if record is not None:
+    try:
+        found = resolve_any(store, request_id)
+    except Ambiguous as exc:
+        fail(str(exc))
+    except NotFound as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
+    if found.kind == "request":
+        record = store.get(found.id)
+        assert record is not None
         show(record, as_json, history=store.history(record.id))
-        state = State(record.state)
-        sys.exit(EXIT_FAILED if state.is_terminal and not state.is_success else EXIT_OK)
-    progress = batch_progress(store, request_id)
-    if progress is None:
-        fail(f"no request or batch with id or key {request_id!r}", EXIT_FAILED)
+        sys.exit(int(exitcodes.for_status(record.state)))
+    progress = batch_progress(store, found.id)
+    assert progress is not None
     print_batch(progress, as_json)
-    sys.exit(EXIT_FAILED if progress.needs_review else EXIT_OK)
+    sys.exit(int(exitcodes.for_batch_status(progress.counts)))
 
 
 def fleet_pause(settings: Settings) -> FleetPause:
@@ -265,11 +354,11 @@ def queue_health(settings: Settings, as_json: bool) -> int:
     attention = None if counts is None else {s.value: counts.get(s.value, 0)
                                              for s in sorted(ATTENTION_STATES)}
     if as_json:
-        click.echo(json.dumps({
+        emit_json({
             "paused": bool(pauses),
             "pauses": [{**asdict(p), "message": p.message} for p in pauses],
             "needs_attention": attention,
-        }, indent=2))
+        })
     else:
         print_pauses(pauses)
         if attention and any(attention.values()):
@@ -302,6 +391,11 @@ def resume(scope: str | None, all_scopes: bool) -> None:
         click.echo("no pause in force")
         return
     cleared = [name for name in scopes if pause.resume(name)]
+    if cleared:
+        from worker.logs import get_logger
+
+        get_logger("seat_revoker.cli").warning("pause.resumed_by_operator", scopes=cleared,
+                                               by=actor())
     if scope and not cleared:
         fail(f"no pause with scope {scope!r}", EXIT_FAILED)
     for name in cleared:
@@ -317,9 +411,11 @@ def resume(scope: str | None, all_scopes: bool) -> None:
 @click.option("--wait", is_flag=True, help="Show progress until every row has its outcome.")
 @click.option("--timeout", type=float, default=3600.0, show_default=True,
               help="Seconds --wait waits before giving up (exit 3).")
+@click.option("--worker-grace", type=float, default=DEFAULT_GRACE, show_default=True,
+              help="--wait: seconds without any live worker before giving up (exit 4).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary at the end.")
 def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bool,
-          timeout: float, as_json: bool) -> None:
+          timeout: float, worker_grace: float, as_json: bool) -> None:
     """Offboard everyone in a CSV or JSON Lines FILE (validated whole before anything runs).
 
     Columns: seat_id, subscription_id, order_id, email, member_id, customer_id,
@@ -327,8 +423,10 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
     subscription_id/order_id plus one field naming the person; guard=false revokes a bare
     seat id without the occupant check; priority is bulk unless a row says urgent.
 
-    With --wait, exits 1 when a row needs review, 3 on timeout, else 0.
+    With --wait, exits 1 when any row ended failed, needs_review or cancelled, 3 on
+    timeout, 4 when no worker consumes the queue, else 0.
     """
+    from worker import exitcodes
     from worker.batches import batch_progress
     from worker.batchfile import MAX_REPORTED_ERRORS, BatchFileError, clip, parse_batch
     from worker.producer import Producer
@@ -370,22 +468,49 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
                f"{result.duplicates + parsed.duplicates} duplicates collapsed", err=True)
     store = Store.from_url(settings.database_url)
 
+    watch = WorkerWatch.of(settings, worker_grace)
+
     def read() -> Any:
         progress = batch_progress(store, result.batch_id)
         assert progress is not None
+        if wait and not progress.done:
+            watch.check()
         return progress
 
-    final = follow(read, timeout=timeout) if wait else read()
+    try:
+        final = follow(read, timeout=timeout) if wait else read()
+    except NoWorker as exc:
+        fail(f"{exc}. Batch {result.batch_id} is not done", EXIT_NO_WORKER)
     if as_json:
-        click.echo(json.dumps(final.summary()))
+        emit_json(final.summary())
     elif wait:
         print_batch(final, False)
     else:
         click.echo(result.batch_id)
-    if wait and not final.done:
-        sys.exit(EXIT_TIMEOUT)
-    if wait and final.needs_review:
-        sys.exit(EXIT_FAILED)
+    if not wait:
+        return
+    code = exitcodes.for_counts(final.counts)
+    if code is Exit.TIMEOUT:
+        fail(f"timed out after {timeout:g}s: batch {result.batch_id} has "
+             f"{final.finished}/{final.total} finished; it goes on without you: "
+             f"seat-revoker status {result.batch_id[:8]}", EXIT_TIMEOUT)
+    if code is Exit.FAILED:
+        click.echo(f"{final.total - final.succeeded} of {final.total} row(s) did not end in "
+                   f"success: seat-revoker requests --batch {result.batch_id[:8]} "
+                   "--state attention", err=True)
+    sys.exit(int(code))
+
+
+def find_batch(store: Store, text: str) -> str:
+    """The id of the batch an id or unique id prefix names; else exit."""
+    from worker.lookup import resolve_batch
+
+    try:
+        return resolve_batch(store, text).id
+    except Ambiguous as exc:
+        fail(str(exc))
+    except NotFound as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
 
 
 @main.command()
@@ -399,13 +524,12 @@ def report(batch_id: str, fmt: str, output: Path | None) -> None:
 
     CSV cells a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``) are
     prefixed with ``'``, as in the API's report."""
-    from worker.batches import get_batch, report_csv, report_rows
+    from worker.batches import report_csv, report_rows
 
     store = Store.from_url(load_settings().database_url)
-    if get_batch(store, batch_id) is None:
-        fail(f"no batch {batch_id!r}", EXIT_FAILED)
+    batch_id = find_batch(store, batch_id)
     rows = report_rows(store, batch_id)
-    text = json.dumps(rows, indent=2) if fmt == "json" else "".join(report_csv(rows))
+    text = json.dumps(rows) + "\n" if fmt == "json" else "".join(report_csv(rows))
     if output:
         output.write_text(text, encoding="utf-8")
         click.echo(f"{len(rows)} rows written to {output}", err=True)
@@ -436,7 +560,7 @@ def scheduler() -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON Lines.")
 def scheduled(as_json: bool) -> None:
     """List scheduled requests (waiting for their effective time)."""
     store = Store.from_url(load_settings().database_url)
@@ -447,12 +571,13 @@ def scheduled(as_json: bool) -> None:
 @main.command()
 @click.argument("request_id")
 def cancel(request_id: str) -> None:
-    """Cancel a request that has not run yet (scheduled or queued)."""
+    """Cancel a request that has not ended: scheduled, queued, or retrying (its next run
+    sees the cancellation and stops). A running attempt cannot be cancelled."""
     from worker.producer import Producer
 
     producer = Producer(load_settings())
     try:
-        record = producer.cancel(request_id)
+        record = producer.cancel(find_request(producer.store, request_id).id, actor=actor())
     except ValueError as exc:
         fail(str(exc), EXIT_FAILED)
     finally:
@@ -462,7 +587,7 @@ def cancel(request_id: str) -> None:
 
 @main.command()
 @click.option("--since", type=click.DateTime(), help="Only those ended since (UTC).")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON Lines.")
 def failed(since: Any, as_json: bool) -> None:
     """List requests an operator must act on: failed (with Polar's error and HTTP status)
     and needs_review (nothing deleted; what to check is in the detail)."""
@@ -470,6 +595,72 @@ def failed(since: Any, as_json: bool) -> None:
     records = store.find(states=ATTENTION_STATES, updated_since=utc(since), limit=10_000)
     print_requests(records, as_json, title="failed or needs review",
                    columns=("last_http_status", "detail"))
+
+
+STATE_CHOICES = sorted([s.value for s in State] + ["in_flight", "terminal", "success",
+                                                   "attention"])
+
+
+@main.command()
+@click.option("--seat", "seat", help="Seat id or its start (also the stale seat asked for).")
+@click.option("--email", help="Part of the email, case-insensitive (@acme.com: a domain).")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATE_CHOICES),
+              help="Repeatable; also in_flight, terminal, success, attention.")
+@click.option("--batch", "batch_id", help="Rows of this batch (id or id prefix).")
+@click.option("--source", type=click.Choice(["cli", "batch", "webhook", "rest", "scim"]),
+              help="Where the request came from.")
+@click.option("--search", "-q", "text",
+              help="Id or seat-id prefix, part of an email, external id or key.")
+@click.option("--since", type=click.DateTime(), help="Created at or after (UTC).")
+@click.option("--until", type=click.DateTime(), help="Created before (UTC).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON Lines.")
+def requests(seat: str | None, email: str | None, states: tuple[str, ...],
+             batch_id: str | None, source: str | None, text: str | None, since: Any,
+             until: Any, limit: int, as_json: bool) -> None:
+    """Find requests, newest first: by seat, email, state, batch, source or time."""
+    from worker.queries import RequestFilter, list_requests
+
+    store = Store.from_url(load_settings().database_url)
+    where = RequestFilter(
+        states=states, batch_id=find_batch(store, batch_id) if batch_id else None,
+        seat_prefix=seat, email_contains=email, text=text, source=source,
+        created_from=utc(since), created_to=utc(until),
+    )
+    page = list_requests(store, where, limit=min(limit, 500))
+    items = list(page.items)
+    while len(items) < limit and page.next_cursor:
+        page = list_requests(store, where, limit=min(limit - len(items), 500),
+                             cursor=page.next_cursor)
+        items += page.items
+    if as_json:
+        emit_json_lines(record.to_dict() for record in items)
+        return
+    from worker.display import print_request_table
+
+    print_request_table(items, title=f"requests (of {page.total} matching)",
+                        columns=("last_http_status", "detail"))
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON Lines.")
+def batches(limit: int, as_json: bool) -> None:
+    """List batches, newest first, with their progress."""
+    from worker.display import print_batch_table
+    from worker.queries import list_batches
+
+    summaries, total = list_batches(Store.from_url(load_settings().database_url), limit=limit)
+    if as_json:
+        emit_json_lines({
+            "batch_id": s.batch.id, "name": s.batch.name, "source": s.batch.source,
+            "requested_by": s.batch.requested_by,
+            "created_at": s.batch.created_at.isoformat(), "total": s.total,
+            "finished": s.finished, "done": s.done, "succeeded": s.succeeded,
+            "needs_attention": s.attention, "counts": s.counts,
+        } for s in summaries)
+        return
+    print_batch_table(summaries, total)
 
 
 @main.command()
@@ -492,14 +683,15 @@ def retry(request_id: str | None, all_failed: bool, since: Any,
     producer = Producer(load_settings())
     try:
         if request_id:
-            ids = [request_id]
+            ids = [find_request(producer.store, request_id).id]
         else:
             ids = [r.id for r in producer.store.find(
                 states=ATTENTION_STATES, updated_since=utc(since), limit=100_000)]
         retried = 0
+        who = actor()
         for rid in ids:
             try:
-                producer.retry(rid, portal_token=portal_token)
+                producer.retry(rid, portal_token=portal_token, actor=who)
                 retried += 1
             except ValueError as exc:
                 if request_id:
@@ -536,20 +728,24 @@ def retry(request_id: str | None, all_failed: bool, since: Any,
               help="Added to every Polar API call.")
 @click.option("--legacy-rerevoke", is_flag=True,
               help="Revoking a revoked seat bumps revoked_at again, as older Polar did.")
+@click.option("--seed", "sample_seats", type=click.IntRange(0, 10_000), default=0,
+              help="Create N claimed sample seats and print their ids, the token, the "
+              "environment to export and the next commands.")
 def sandbox(host: str, port: int, rate_limit: str | None, tokens: tuple[str, ...],
             legacy_member_model: bool, background_usage: float, seats_disabled: bool,
             scopes_missing: bool, revoked_tokens: tuple[str, ...], versions: tuple[str, ...],
-            latency_ms: int, legacy_rerevoke: bool) -> None:
-    """Run the local Polar stand-in: both organization modes, fixed-window rate limit,
-    Polar-Version handling, portal sessions, identity reads and fault injection (control
-    routes under /_sandbox/)."""
+            latency_ms: int, legacy_rerevoke: bool, sample_seats: int) -> None:
+    """Run the local Polar stand-in: both organization modes, fixed-window rate limit (none
+    unless --rate-limit), Polar-Version handling, portal sessions, identity reads and fault
+    injection (control routes under /_sandbox/). Token: polar_oat_sandbox_local."""
     from worker.sandbox import serve
 
     serve(host=host, port=port, rate_limit=rate_limit, tokens=list(tokens),
           member_model_enabled=not legacy_member_model, background_usage=background_usage,
           seats_enabled=not seats_disabled, scopes_missing=scopes_missing,
           revoked_tokens=list(revoked_tokens), versions=list(versions) or None,
-          latency_ms=latency_ms, legacy_rerevoke=legacy_rerevoke)
+          latency_ms=latency_ms, legacy_rerevoke=legacy_rerevoke,
+          sample_seats=sample_seats)
 
 
 @main.command()
@@ -571,8 +767,7 @@ def utc(moment: datetime | None) -> datetime | None:
 def print_requests(records: list[RevocationRequest], as_json: bool, *, title: str,
                    columns: tuple[str, ...]) -> None:
     if as_json:
-        for record in records:
-            click.echo(json.dumps(record.to_dict()))
+        emit_json_lines(record.to_dict() for record in records)
         return
     from worker.display import print_request_table
 
@@ -589,13 +784,17 @@ def read_secret_file(path: Path) -> SecretStr:
     return SecretStr(value)
 
 
-def wait_for(store: Store, request_id: str, timeout: float) -> RevocationRequest:
+def wait_for(store: Store, request_id: str, timeout: float,
+             watch: WorkerWatch | None = None) -> RevocationRequest:
+    """The request once it ended or ``timeout`` passed; ``NoWorker`` from ``watch``."""
     deadline = time.monotonic() + timeout
     while True:
         record = store.get(request_id)
         assert record is not None
         if State(record.state).is_terminal or time.monotonic() > deadline:
             return record
+        if watch is not None:
+            watch.check()
         time.sleep(0.2)
 
 
@@ -608,7 +807,7 @@ def show(record: RevocationRequest, as_json: bool, history: list[Any] | None = N
                  "detail": e.detail}
                 for e in history
             ]
-        click.echo(json.dumps(data, indent=2))
+        emit_json(data)
     else:
         print_record(record, history)
 

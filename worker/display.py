@@ -81,7 +81,7 @@ def record_rows(record: RevocationRequest) -> list[tuple[str, Text | None]]:
         ("subscription", _optional(record.subscription_id)),
         ("order", _optional(record.order_id)),
         ("person", _optional(person)),
-        ("seen on seat", _optional(record.occupant_seen)),
+        ("seen on seat", _optional(mapping_text(record.occupant_seen))),
         ("attempts", _optional(record.attempts)),
         ("last status", _optional(record.last_http_status)),
         ("last error", _optional(record.last_error)),
@@ -93,9 +93,20 @@ def record_rows(record: RevocationRequest) -> list[tuple[str, Text | None]]:
     ]
 
 
+def mapping_text(value: object) -> str:
+    """A stored dict (history detail, who was seen on a seat) as ``key=value, …``; other
+    values as they are. Never a Python repr."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={mapping_text(item)}" for key, item in value.items()
+                         if item not in (None, "", {}, []))
+    if isinstance(value, list):
+        return "[" + ", ".join(mapping_text(item) for item in value) + "]"
+    return "" if value is None else str(value)
+
+
 def history_line(event: Any) -> Text:
     stamp = f"{event.at:%Y-%m-%d %H:%M:%S.%f}"[:-3]
-    detail = f"  {event.detail}" if event.detail else ""
+    detail = f"  {mapping_text(event.detail)}" if event.detail else ""
     return plain(f"  {stamp}  {event.state}  (attempt {event.attempt}){detail}")
 
 
@@ -138,6 +149,23 @@ def print_batch(progress: Any, as_json: bool) -> None:
     console.print(table)
 
 
+def print_batch_table(summaries: Sequence[Any], total: int) -> None:
+    """``seat-revoker batches``: one row per batch (``worker.queries.BatchSummary``)."""
+    table = Table(title=plain(f"batches: {len(summaries)} of {total}"))
+    for name in ("batch", "name", "created", "finished", "outcomes"):
+        table.add_column(name, no_wrap=name == "batch")
+    for summary in summaries:
+        batch = summary.batch
+        outcomes = Text(" ").join(
+            Text.assemble(styled_state(state), f"={n}")
+            for state, n in sorted(summary.counts.items()))
+        table.add_row(plain(batch.id[:8]), plain(batch.name or ""),
+                      plain(batch.created_at.isoformat(timespec="seconds")),
+                      plain(f"{summary.finished}/{summary.total}"
+                            + (" done" if summary.done else "")), outcomes)
+    console.print(table)
+
+
 def pause_lines(pauses: Sequence[PauseInfo]) -> list[Text]:
     """The queue's health for ``seat-revoker status``: each pause in force, or "no pause"."""
     if not pauses:
@@ -170,16 +198,18 @@ def print_request_table(
     records: list[RevocationRequest], *, title: str, columns: tuple[str, ...]
 ) -> None:
     """One row per request; ``columns`` are record attributes, or ``detail``."""
-    table = Table(title=plain(f"{title}: {len(records)}"))
+    table = Table(title=plain(f"{title}: {len(records)}"),
+                  caption=Text("ids are shortened; every command takes the prefix")
+                  if records else None)
     for name in ("request", "seat", "state", "person", *columns, "updated"):
-        table.add_column(name)
+        table.add_column(name, no_wrap=name in ("request", "seat"))
     for record in records:
         extra = []
         for name in columns:
             value = detail_text(record) if name == "detail" else getattr(record, name)
             extra.append(plain(value.isoformat() if hasattr(value, "isoformat")
                                else value or ""))
-        table.add_row(plain(record.id), plain(record.seat_id or ""),
+        table.add_row(plain(record.id[:8]), plain((record.seat_id or "")[:8]),
                       styled_state(record.state),
                       plain(record.occupant_email or record.occupant_external_id or ""),
                       *extra, plain(record.updated_at.isoformat(timespec="seconds")))

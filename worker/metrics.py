@@ -18,13 +18,23 @@ Redis layout under ``key_prefix`` (e.g. ``seat-revoker:metrics``):
 
 Queue pauses are read from ``worker.fleetpause`` (their own keys) at scrape time too:
 ``seat_revoker_paused{fault}`` counts the pauses in force per fault (0 when none).
+
+Liveness at scrape time: ``seat_revoker_workers_alive`` and each live node's last beat
+(``worker.nodes``), the scheduler's last good pass (``worker.heartbeats``), and from the
+store the age of the oldest queued/running/retrying request.
+
+Renamed: ``seat_revoker_requests`` (a gauge of requests per state, which read like an HTTP
+counter) is now ``seat_revoker_requests_in_state``; the old name is still exported with the
+same values for one release so dashboards and alerts can move.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import (
@@ -39,7 +49,9 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from worker.fleetpause import FleetPause
+from worker.heartbeats import last_pass
 from worker.logs import get_logger
+from worker.nodes import NodeRegistry
 from worker.outcomes import FleetFault, State
 
 log = get_logger("seat_revoker.metrics")
@@ -135,10 +147,18 @@ class MetricsCollector(Collector):
         queue_keys: list[str],
         unacked_key: str | None = None,
         pause_prefix: str | None = None,
+        oldest_by_state: Callable[[], dict[str, datetime]] | None = None,
+        nodes_prefix: str | None = None,
+        scheduler_key: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.prefix = key_prefix
         self.count_by_state = count_by_state
+        self.oldest_by_state = oldest_by_state
+        self.nodes = NodeRegistry(redis, nodes_prefix) if nodes_prefix else None
+        self.scheduler_key = scheduler_key
+        self.clock = clock
         self.queue_keys = queue_keys
         self.unacked_key = unacked_key
         # The key prefix the workers' FleetPause uses (``settings.redis_key("pause")``).
@@ -169,13 +189,38 @@ class MetricsCollector(Collector):
     def _from_store(self) -> list[Metric]:
         counts = self.count_by_state()
         gauge = GaugeMetricFamily(
-            "seat_revoker_requests",
+            "seat_revoker_requests_in_state",
             "Revocation requests in the store by state (terminal states are outcomes)",
+            labels=["state"],
+        )
+        alias = GaugeMetricFamily(
+            "seat_revoker_requests",
+            "Deprecated alias of seat_revoker_requests_in_state (removed in a later release)",
             labels=["state"],
         )
         for state in State:
             gauge.add_metric([state.value], counts.get(state.value, 0))
-        return [gauge]
+            alias.add_metric([state.value], counts.get(state.value, 0))
+        out: list[Metric] = [gauge, alias]
+        if self.oldest_by_state is not None:
+            out.append(self._oldest())
+        return out
+
+    def _oldest(self) -> GaugeMetricFamily:
+        assert self.oldest_by_state is not None
+        oldest = self.oldest_by_state()
+        now = self.clock()
+        gauge = GaugeMetricFamily(
+            "seat_revoker_oldest_request_age_seconds",
+            "Seconds since the oldest request in this state entered it (0 when none is): "
+            "a queued one that keeps ageing means nothing consumes the queue",
+            labels=["state"],
+        )
+        for state in (State.QUEUED, State.RUNNING, State.RETRYING):
+            since = oldest.get(state.value)
+            gauge.add_metric([state.value],
+                             max(0.0, now - since.timestamp()) if since else 0.0)
+        return gauge
 
     def _from_redis(self) -> list[Metric]:
         pipe = self.redis.pipeline(transaction=False)
@@ -227,7 +272,38 @@ class MetricsCollector(Collector):
         if self.pauses is not None:
             out.append(self._paused())
         out.append(self._unknown_requests())
+        if self.nodes is not None:
+            out += self._workers()
+        if self.scheduler_key is not None:
+            out.append(self._scheduler())
         return out
+
+    def _workers(self) -> list[Metric]:
+        assert self.nodes is not None
+        beats = self.nodes.heartbeats()
+        alive = GaugeMetricFamily(
+            "seat_revoker_workers_alive",
+            "Worker nodes whose heartbeat has not expired (0: nothing consumes the queue)",
+        )
+        alive.add_metric([], len(beats))
+        last = GaugeMetricFamily(
+            "seat_revoker_worker_heartbeat_timestamp_seconds",
+            "Unix time of each live worker node's last heartbeat", labels=["node"],
+        )
+        for node, at in sorted(beats.items()):
+            last.add_metric([node[:100]], at)
+        return [alive, last]
+
+    def _scheduler(self) -> GaugeMetricFamily:
+        assert self.scheduler_key is not None
+        at = last_pass(self.redis, self.scheduler_key)
+        gauge = GaugeMetricFamily(
+            "seat_revoker_scheduler_heartbeat_timestamp_seconds",
+            "Unix time the scheduler last finished a pass without trouble (0: never); "
+            "alert when time() minus this exceeds a few intervals",
+        )
+        gauge.add_metric([], at or 0.0)
+        return gauge
 
     def _unknown_requests(self) -> CounterMetricFamily:
         count = self.redis.hget(f"{self.prefix}:unknown_requests", "count")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterable
 
 from redis import Redis
@@ -45,8 +46,9 @@ class NodeRegistry:
         return f"{self._prefix}:holds:{node}"
 
     def beat(self, node: str) -> None:
-        """This node is alive (call more often than ``ttl_seconds``)."""
-        self._redis.set(self._alive(node), "1", px=int(self.ttl_seconds * 1000))
+        """This node is alive (call more often than ``ttl_seconds``); the value is the time
+        of the beat (``heartbeats``)."""
+        self._redis.set(self._alive(node), repr(time.time()), px=int(self.ttl_seconds * 1000))
 
     def hold(self, node: str, request_id: str) -> None:
         self._redis.sadd(self._holds(node), request_id)
@@ -57,6 +59,30 @@ class NodeRegistry:
     def leave(self, node: str) -> None:
         """A node shutting down cleanly: its unfinished messages go back to the broker."""
         self._redis.delete(self._alive(node), self._holds(node))
+
+    def live_nodes(self) -> list[str]:
+        """Nodes whose liveness key has not expired (a worker consuming the queue)."""
+        prefix = f"{self._prefix}:alive:"
+        return sorted(
+            (raw.decode() if isinstance(raw, bytes) else str(raw))[len(prefix):]
+            for raw in self._redis.scan_iter(match=f"{prefix}*", count=200)
+        )
+
+    def heartbeats(self) -> dict[str, float]:
+        """{live node: Unix time of its last beat} (0 for a node of an older version)."""
+        prefix = f"{self._prefix}:alive:"
+        keys = [raw.decode() if isinstance(raw, bytes) else str(raw)
+                for raw in self._redis.scan_iter(match=f"{prefix}*", count=200)]
+        values = self._redis.mget(keys) if keys else []
+        out: dict[str, float] = {}
+        for key, raw in zip(keys, values, strict=True):
+            if raw is None:
+                continue  # expired between the scan and the read
+            try:
+                out[key[len(prefix):]] = float(raw)
+            except ValueError:
+                out[key[len(prefix):]] = 0.0
+        return out
 
     def holdings(self) -> tuple[set[str], dict[str, set[str]]]:
         """(ids held by live nodes, {dead node: ids it held})."""

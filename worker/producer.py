@@ -394,7 +394,8 @@ class Producer:
                 self._declared.add(queue)
 
     def retry(
-        self, request_id: str, *, portal_token: SecretStr | None = None
+        self, request_id: str, *, portal_token: SecretStr | None = None,
+        actor: str | None = None,
     ) -> RevocationRequest:
         """Send a failed or needs-review request again: same idempotency key, a new attempt,
         a fresh retry budget; its history is kept. ``portal_token`` replaces an expired
@@ -406,7 +407,8 @@ class Producer:
             fresh_token["portal_token_ref"] = self._stash(portal_token)
         moved = self.store.transition(
             [request_id], from_states=ATTENTION_STATES, to_state=State.QUEUED,
-            detail={"retry": "manual"}, window_started_at=now,
+            detail={"retry": "manual", **({"by": actor} if actor else {})},
+            window_started_at=now,
             attempts_before_window=RevocationRequest.attempts,
             lease_expires_at=now + timedelta(seconds=self.settings.queued_lease_seconds),
             finished_at=None, **fresh_token,
@@ -424,30 +426,33 @@ class Producer:
                 f"request {request_id} is queued again but not sent: Redis at "
                 f"{error.redis_url} did not take its message ({error.cause}). The "
                 "scheduler sends it within seconds of Redis taking messages again") from None
-        log.info("request.retried", request_id=request_id)
+        log.info("request.retried", request_id=request_id, by=actor)
         record = self.store.get(request_id)
         assert record is not None
         return record
 
-    def cancel(self, request_id: str) -> RevocationRequest:
-        """Cancel a request that has not started (scheduled or queued)."""
+    def cancel(self, request_id: str, *, actor: str | None = None) -> RevocationRequest:
+        """Cancel a request that has not ended and is not running right now: scheduled,
+        queued or retrying. A message still in the broker finds it cancelled (terminal) and
+        stops: the worker claims a request only while it is not terminal."""
         moved = self.store.transition(
-            [request_id], from_states=[State.SCHEDULED, State.QUEUED],
-            to_state=State.CANCELLED, detail={"cancelled": "operator"},
+            [request_id], from_states=[State.SCHEDULED, State.QUEUED, State.RETRYING],
+            to_state=State.CANCELLED,
+            detail={"cancelled": "operator", **({"by": actor} if actor else {})},
         )
         record = self.store.get(request_id)
         if record is None:
             raise ValueError(f"no request {request_id!r}")
         if not moved:
-            raise ValueError(f"request {request_id} is {record.state}; only scheduled or "
-                             "queued requests can be cancelled")
+            raise ValueError(f"request {request_id} is {record.state}; only scheduled, "
+                             "queued or retrying requests can be cancelled")
         if record.portal_token_ref:
             try:
                 discard_portal_token(self.redis, self.settings.redis_key("portal-token"),
                                      record.portal_token_ref)
             except RedisError as exc:  # it expires on its own
                 log.warning("portal_token.not_deleted", error=type(exc).__name__)
-        log.info("request.cancelled", request_id=request_id)
+        log.info("request.cancelled", request_id=request_id, by=actor)
         return record
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select
@@ -53,6 +53,13 @@ class RequestFilter:
     email: str | None = None  # exact, case-insensitive
     created_from: datetime | None = None  # inclusive
     created_to: datetime | None = None  # exclusive
+    # Partial search (``worker.lookup``): an id or seat-id prefix, or part of an email
+    # (``@acme.com`` finds a domain); see ``text_condition``.
+    text: str | None = None
+    seat_prefix: str | None = None  # the start of the seat id (or the seat asked for)
+    email_contains: str | None = None  # part of the email, case-insensitive
+    # Where the request came from: one of SOURCES (``source_condition``).
+    source: str | None = None
 
     def state_values(self) -> list[str]:
         values: set[str] = set()
@@ -133,6 +140,21 @@ def _filtered(query: Select[Any], where: RequestFilter) -> Select[Any]:
         query = query.where(model.created_at >= where.created_from)
     if where.created_to:
         query = query.where(model.created_at < where.created_to)
+    if where.seat_prefix or where.email_contains:
+        from worker.lookup import email_condition, seat_condition
+
+        if where.seat_prefix:
+            query = query.where(seat_condition(where.seat_prefix))
+        if where.email_contains:
+            query = query.where(email_condition(where.email_contains))
+    if where.text:
+        from worker.lookup import text_condition
+
+        query = query.where(text_condition(where.text))
+    if where.source:
+        from worker.lookup import source_condition
+
+        query = query.where(source_condition(where.source))
     return query
 
 
@@ -329,3 +351,53 @@ def _clip(text: str, limit: int) -> str:
 
 def _shown(value: object) -> str:
     return "empty" if value is None else _clip(repr(value), 60)
+
+
+# -- dashboard drill-down ---------------------------------------------------------------------
+
+
+def batches_of_request(store: Store, request_id: str) -> list[Batch]:
+    """The batches a request serves (rows of several batches may name one request)."""
+    query = (select(Batch).join(BatchItem, BatchItem.batch_id == Batch.id)
+             .where(BatchItem.request_id == request_id).distinct()
+             .order_by(Batch.created_at))
+    with store.session() as session:
+        return list(session.scalars(query))
+
+
+def batch_lines(store: Store, batch_id: str, request_id: str) -> list[int]:
+    """The lines of ``batch_id``'s file that name ``request_id``."""
+    query = (select(BatchItem.line).where(BatchItem.batch_id == batch_id,
+                                          BatchItem.request_id == request_id)
+             .order_by(BatchItem.line))
+    with store.session() as session:
+        return list(session.scalars(query))
+
+
+def scheduled_requests(
+    store: Store, *, limit: int = 50, offset: int = 0
+) -> tuple[list[RevocationRequest], int]:
+    """Scheduled requests, soonest ``effective_at`` first, and how many there are."""
+    model = RevocationRequest
+    where = model.state == State.SCHEDULED.value
+    query = (select(model).where(where)
+             .order_by(model.effective_at.asc(), model.id).offset(max(offset, 0))
+             .limit(max(1, min(limit, MAX_LIMIT))))
+    with store.session() as session:
+        items = list(session.scalars(query))
+        total = session.scalar(select(func.count()).select_from(model).where(where)) or 0
+    return items, total
+
+
+def oldest_change_by_state(store: Store, states: Sequence[State]) -> dict[str, datetime]:
+    """{state: the oldest ``updated_at`` among requests in it} (a request's last change is
+    when it entered its state): how long the oldest queued/retrying one has waited."""
+    model = RevocationRequest
+    query = (select(model.state, func.min(model.updated_at))
+             .where(model.state.in_([s.value for s in states])).group_by(model.state))
+    out: dict[str, datetime] = {}
+    with store.session() as session:
+        for state, oldest in session.execute(query):
+            if oldest is not None:
+                out[state] = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
+    return out

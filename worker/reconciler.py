@@ -37,6 +37,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings, redacted_url
+from worker.heartbeats import record_pass
 from worker.logs import get_logger
 from worker.metrics import lane_queue_keys
 from worker.models import utcnow
@@ -273,6 +274,8 @@ def run_scheduler(settings: Settings, stop: threading.Event | None = None) -> No
             except Exception:  # a broken pass must not end the loop
                 problem = "unexpected"
                 log.exception("scheduler.pass_failed")
+            if problem is None:
+                record_pass(producer.redis, settings.redis_key("scheduler", "heartbeat"))
             if trouble is not None and problem is None:
                 log.warning("scheduler.recovered", after=trouble)
             trouble = problem

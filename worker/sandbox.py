@@ -213,8 +213,10 @@ def serve(
     scopes_missing: bool = False,
     revoked_tokens: list[str] | None = None,
     versions: list[str] | None = None,
+    sample_seats: int = 0,
 ) -> None:
-    """Run the sandbox in the foreground until interrupted."""
+    """Run the sandbox in the foreground until interrupted; with ``sample_seats``, create
+    that many claimed seats first and print how to revoke them (``sandbox_walkthrough``)."""
     if not 0.0 <= background_usage <= 1.0:
         raise ValueError("background_usage must be between 0 and 1")
     config = SandboxConfig(
@@ -230,9 +232,13 @@ def serve(
         seed=seed,
         versions=frozenset(versions) if versions else SUPPORTED_POLAR_VERSIONS,
     )
+    from worker.sandbox_walkthrough import sample_specs, walkthrough
+
+    state = SandboxState(config)
+    seats = state.create_seats(sample_specs(sample_seats)) if sample_seats else []
     sock = bind(host, port)
     bound_port = sock.getsockname()[1]
-    print(f"sandbox listening on http://{host}:{bound_port}", flush=True)
-    quiet_server(create_app(SandboxState(config)), lifespan="off", backlog=4096).run(
-        sockets=[sock]
-    )
+    token = DEFAULT_SANDBOX_TOKEN  # always accepted (--token adds others)
+    for line in walkthrough(f"http://{host}:{bound_port}", token, config.rate_limit, seats):
+        print(line, flush=True)
+    quiet_server(create_app(state), lifespan="off", backlog=4096).run(sockets=[sock])

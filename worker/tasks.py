@@ -38,6 +38,30 @@ from worker.store import StoreError, StoreMismatch
 
 log = get_logger("seat_revoker.tasks")
 
+# Outcomes a task run reports to Celery as a failure (events, Flower, the result backend):
+# an operator must act on them. The store holds the outcome before the task raises.
+FAILURE_OUTCOMES = frozenset({"failed", "needs_review", "unknown"})
+
+
+class RevocationFailed(Exception):
+    """Raised by ``revoke_seat`` after storing an outcome an operator must act on, so
+    Celery's own tooling (task events, Flower, ``celery inspect``) shows the task as
+    FAILURE instead of SUCCESS. Expected (the task's ``throws``): logged without a
+    traceback, and the message is acknowledged like any finished run — never retried by
+    Celery; ``seat-revoker retry`` sends the request again."""
+
+
+def raise_if_failed(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` unchanged for an outcome that needs nobody; ``RevocationFailed`` naming
+    the request and its outcome otherwise."""
+    outcome = str(result.get("outcome"))
+    if outcome in FAILURE_OUTCOMES:
+        raise RevocationFailed(f"request {result.get('request_id')} ended {outcome} (seat "
+                               f"{result.get('seat_id') or 'unknown'}); the record store "
+                               "has the detail: seat-revoker status "
+                               f"{str(result.get('request_id'))[:8]}")
+    return result
+
 
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings()
@@ -163,9 +187,12 @@ def _clear_context(**_: Any) -> None:
     clear_task_context()
 
 
-@app.task(bind=True, name=REVOKE_TASK, max_retries=None)
+@app.task(bind=True, name=REVOKE_TASK, max_retries=None, throws=(RevocationFailed,))
 def revoke_seat(self: Task, request_id: str) -> dict[str, Any]:
     """Revoke the seat of one stored request. Arguments carry the request id only.
+
+    Returns the outcome dict; an outcome that needs an operator (failed, needs_review, an
+    unknown request) is stored first, then raised as ``RevocationFailed``.
 
     A store that cannot be used right now (read-only, locked, unreachable: the engine
     reconnects on the next try) or that is not the namespace's store keeps the message: the
@@ -173,7 +200,7 @@ def revoke_seat(self: Task, request_id: str) -> dict[str, Any]:
     try:
         runtime = get_runtime()
         runtime.verify_store()
-        return run_revocation(runtime, request_id)
+        result = run_revocation(runtime, request_id)
     except Deferred as deferred:
         raise self.retry(countdown=max(deferred.countdown, 0.05)) from None
     except StoreMismatch as exc:
@@ -183,3 +210,4 @@ def revoke_seat(self: Task, request_id: str) -> dict[str, Any]:
         countdown = min(2.0 ** min(self.request.retries, 5), 30.0) + random.random()
         log.error("store.unavailable", error=str(exc), retry_in_s=round(countdown, 1))
         raise self.retry(countdown=countdown) from None
+    return raise_if_failed(result)

@@ -1,5 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's /usr/bin/chromium via Playwright):
-log in, watch a batch progress to done, retry a failed request, save a screenshot.
+log in, watch a batch progress to done, retry a failed request, drill into the batch (rows
+by outcome, the report downloaded with the session) and the request (its timeline names
+who retried it), cancel a scheduled request, look at it all at phone width. Screenshots go
+to tests/artifacts/.
 
 Real parts throughout: the API in a uvicorn thread, a worker process, the sandbox over
 HTTP, Redis and a SQLite store. Never runs ``playwright install``.
@@ -30,6 +33,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 API_KEY = "browser-test-key-" + "4" * 20
+USER = "ops-alice"
 
 sync_api = pytest.importorskip("playwright.sync_api")
 if not os.path.exists(CHROMIUM):
@@ -49,7 +53,7 @@ def stack(tmp_path: Path, redis_url: str) -> Iterator[LocalStack]:
 def server(stack: LocalStack) -> Iterator[ApiServer]:
     producer = Producer(stack.settings, store=stack.store)
     app = create_app(stack.settings, producer=producer, api_settings=ApiSettings(
-        _env_file=None, api_keys=API_KEY))  # type: ignore[call-arg]
+        _env_file=None, api_keys=f"{USER}:{API_KEY}"))  # type: ignore[call-arg]
     with ApiServer(app) as running:
         yield running
     producer.close()
@@ -114,9 +118,29 @@ def test_dashboard_shows_progress_and_retries_a_failure(
 
             page.fill("input[name=q]", people[0])
             page.press("input[name=q]", "Enter")
-            page.wait_for_selector("text=1 request(s) for")
+            page.wait_for_url("**/dashboard/requests?q=*")
+            assert page.locator("#total").inner_text() == "1"
+            page.goto(f"{server.url}/dashboard/requests?source=batch&state=success")
+            assert page.locator("#total").inner_text() == "16"  # the retried one succeeded
+            page.screenshot(path=str(ARTIFACTS / "dashboard-requests.png"), full_page=True)
             page.goto(f"{server.url}/dashboard")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+            _drill_down(page, server, stack, batch_id, failed_id)
+            # The page's script and styles run under its Content-Security-Policy.
+            assert not [e for e in console_errors if "Content Security Policy" in e]
+
+            # Phone width: nothing wider than the screen but the tables' own scroll boxes.
+            phone = browser.new_page(viewport={"width": 390, "height": 844})
+            phone.context.add_cookies(page.context.cookies())
+            for path, name in ((f"/dashboard/batches/{batch_id}", "phone-batch"),
+                               (f"/dashboard/requests/{failed_id}", "phone-request"),
+                               ("/dashboard", "phone-overview")):
+                phone.goto(f"{server.url}{path}")
+                width = phone.evaluate("document.documentElement.scrollWidth")
+                assert width <= 390, f"{path} is {width}px wide at phone width"
+                phone.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+            phone.close()
             # The page's script and styles run under its Content-Security-Policy.
             assert not [e for e in console_errors if "Content Security Policy" in e]
 
@@ -127,6 +151,54 @@ def test_dashboard_shows_progress_and_retries_a_failure(
             assert page.url.endswith("/dashboard/login")
         finally:
             browser.close()
+
+
+def _drill_down(page: Any, server: ApiServer, stack: LocalStack, batch_id: str,
+                failed_id: str) -> None:
+    """Batch page → a row → its request page (timeline with the retry's actor); the
+    report downloads with the session; a scheduled request is cancelled."""
+    page.click(f"tr.batch[data-batch-id='{batch_id}'] a[href='/dashboard/batches/{batch_id}']")
+    page.wait_for_url(f"**/dashboard/batches/{batch_id}")
+    assert "16/16" in page.locator("#batch .progress-text").inner_text()
+    page.click("a[data-outcome='revoked']")
+    page.wait_for_url("**?state=revoked")
+    assert page.locator("#rows tr[data-request-id]").count() == 16
+    with page.expect_download() as download:
+        page.click("#batch a.report")
+    saved = ARTIFACTS / "batch-report.csv"
+    download.value.save_as(saved)
+    assert failed_id in saved.read_text() and saved.read_text().startswith("line,request_id")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-batch.png"), full_page=True)
+
+    page.click(f"#rows tr[data-request-id='{failed_id}'] td a")
+    page.wait_for_url(f"**/dashboard/requests/{failed_id}")
+    timeline = page.locator("#history").inner_text()
+    assert "failed" in timeline and "403" in timeline and "revoked" in timeline
+    assert f"by dashboard:{USER}" in timeline  # the retry, with who pressed it
+    assert page.locator("#who").inner_text() == USER
+    page.screenshot(path=str(ARTIFACTS / "dashboard-request.png"), full_page=True)
+
+    from datetime import timedelta
+
+    from worker.models import utcnow
+    from worker.requests import RevocationInput
+
+    later = stack.producer.submit(RevocationInput(
+        seat_id=str(uuid.uuid4()), guard=False, requested_by="cli",
+        effective_at=utcnow() + timedelta(days=3))).record
+    page.click("header nav a[href='/dashboard/scheduled']")
+    row = page.locator(f"#scheduled tr[data-request-id='{later.id}']")
+    assert later.effective_at is not None
+    assert later.effective_at.strftime("%Y-%m-%d %H:%M") in row.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "dashboard-scheduled.png"), full_page=True)
+    questions: list[str] = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+    row.locator("button.cancel").click()
+    page.wait_for_url("**/dashboard/scheduled?notice=*")
+    assert "cancelled" in page.locator(".notice").inner_text()
+    assert questions and later.id[:8] in questions[0]  # asked before cancelling
+    assert _wait_state(stack, later.id, State.CANCELLED).state == "cancelled"
+    assert stack.store.history(later.id)[-1].detail["by"] == f"dashboard:{USER}"
 
 
 def _wait_state(stack: LocalStack, request_id: str, state: State,

@@ -179,9 +179,10 @@ def test_security_headers_on_every_html_page(sec: Harness) -> None:
         login_page = client.get("/dashboard/login")
         sec.login(client)
         dashboard = client.get("/dashboard")
+        listed, scheduled = client.get("/dashboard/requests"), client.get("/dashboard/scheduled")
         docs, redoc = client.get("/docs"), client.get("/redoc")
         state = client.get("/dashboard/state.json")
-    for page in (login_page, dashboard, docs, redoc):
+    for page in (login_page, dashboard, listed, scheduled, docs, redoc):
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert page.headers["x-frame-options"] == "DENY"
         assert page.headers["x-content-type-options"] == "nosniff"

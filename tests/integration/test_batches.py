@@ -85,7 +85,8 @@ def test_mixed_batch_ends_with_the_right_counts(two_nodes: LocalStack, tmp_path:
 
     done = cli(stack, "batch", str(path), "--wait", "--json", "--name", "mixed")
 
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # one row failed: scripts must see it
+    assert "did not end in success" in done.stderr
     summary = json.loads(done.stdout)
     assert summary["done"] is True
     assert summary["total"] == len(rows) - 1  # the duplicate collapsed

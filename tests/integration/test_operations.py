@@ -137,3 +137,43 @@ def test_every_worker_runs_the_scheduler_unless_told_not_to(
     assert '"scheduler": false' in (tmp_path / "opted-out.log").read_text()
     released = plain_log + stack.logs()
     assert '"scheduler.released"' in released
+
+
+def test_a_retrying_request_can_be_cancelled_and_its_next_run_stops(
+    sandbox_reset: LocalStack,
+) -> None:
+    stack = sandbox_reset
+    seat_id = seat(stack)
+    # Polar answers 503 to every DELETE of this seat: the request keeps retrying later.
+    stack.control.add_fault(method="DELETE", seat_id=seat_id, status=503, times=1000)
+    done = cli(stack, "revoke", seat_id, "--unguarded")
+    assert done.returncode == 0, done.stderr
+    request_id = done.stdout.strip()
+    deadline = time.monotonic() + 60
+    while stack.store.get(request_id).state != "retrying":  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "never retrying"
+        time.sleep(0.05)
+    cancelled = cli(stack, "cancel", request_id[:8])
+    if cancelled.returncode == 1 and "is running" in cancelled.stderr:  # between two runs
+        time.sleep(0.3)
+        cancelled = cli(stack, "cancel", request_id[:8])
+    assert cancelled.returncode == 0, cancelled.stderr
+    attempts = stack.store.get(request_id).attempts  # type: ignore[union-attr]
+    stack.control.clear_faults()  # a further run would now revoke the seat
+
+    def skipped() -> bool:  # the retry's message ran and found the request cancelled
+        for line in stack.logs().splitlines():
+            if request_id in line and "request.skipped_terminal" in line:
+                return True
+        return False
+
+    deadline = time.monotonic() + 40
+    while not skipped():
+        assert time.monotonic() < deadline, "the retry's message never ran"
+        time.sleep(0.2)
+    record = stack.store.get(request_id)
+    assert record is not None and record.state == "cancelled"
+    assert record.attempts == attempts  # no attempt after the cancellation
+    assert stack.control.seat(seat_id)["status"] == "claimed"
+    history = stack.store.history(request_id)
+    assert history[-1].state == "cancelled" and str(history[-1].detail["by"]).startswith("cli")

@@ -89,3 +89,41 @@ def test_paused_gauge_failure_is_a_redis_scrape_error() -> None:
     assert "seat_revoker_paused" not in families
     errors = {s.labels["source"]: s.value for s in families["seat_revoker_scrape_error"].samples}
     assert errors == {"store": 0, "redis": 1}
+
+
+# -- liveness and age, read at scrape time ----------------------------------------------------
+
+
+def samples(collector: MetricsCollector, name: str) -> dict[tuple[str, ...], float]:
+    families = {family.name: family for family in collector.collect()}
+    return {tuple(s.labels.values()): s.value for s in families[name].samples}
+
+
+def test_oldest_age_workers_and_scheduler_heartbeat(redis_prefix: tuple[Redis, str]) -> None:
+    from datetime import UTC, datetime
+
+    from worker.heartbeats import record_pass
+    from worker.nodes import NodeRegistry
+
+    redis, prefix = redis_prefix
+    now = 1_800_000_000.0
+    oldest = {"queued": datetime.fromtimestamp(now - 90, UTC),
+              "retrying": datetime.fromtimestamp(now - 700, UTC)}
+    collector = MetricsCollector(
+        redis, f"{prefix}:metrics", count_by_state=lambda: {"queued": 2}, queue_keys=[],
+        oldest_by_state=lambda: oldest, nodes_prefix=f"{prefix}:nodes",
+        scheduler_key=f"{prefix}:scheduler:heartbeat", clock=lambda: now)
+    assert samples(collector, "seat_revoker_oldest_request_age_seconds") == {
+        ("queued",): 90.0, ("running",): 0.0, ("retrying",): 700.0}
+    assert samples(collector, "seat_revoker_workers_alive") == {(): 0}
+    assert samples(collector, "seat_revoker_scheduler_heartbeat_timestamp_seconds") == {(): 0}
+    NodeRegistry(redis, f"{prefix}:nodes").beat("w1@h|7")
+    record_pass(redis, f"{prefix}:scheduler:heartbeat", now=now - 3)
+    assert samples(collector, "seat_revoker_workers_alive") == {(): 1}
+    (beat,) = samples(collector, "seat_revoker_worker_heartbeat_timestamp_seconds").items()
+    assert beat[0] == ("w1@h|7",) and beat[1] > 1_600_000_000
+    assert samples(collector, "seat_revoker_scheduler_heartbeat_timestamp_seconds") == {
+        (): now - 3}
+    # The renamed gauge and its deprecated alias carry the same numbers.
+    assert samples(collector, "seat_revoker_requests_in_state")[("queued",)] == 2
+    assert samples(collector, "seat_revoker_requests")[("queued",)] == 2

@@ -68,15 +68,15 @@ def test_status_without_id_says_no_pause(env: Env) -> None:
     assert data["paused"] is False and data["pauses"] == []
 
 
-def test_status_without_id_shows_each_pause_and_exits_3(env: Env) -> None:
+def test_status_without_id_shows_each_pause_and_exits_5(env: Env) -> None:
     info = env.pause.pause("tok:1:2026-04", FleetFault.FORBIDDEN, 403)
     done = env.run("status")
-    assert done.exit_code == EXIT_PAUSED == 3, done.output
+    assert done.exit_code == EXIT_PAUSED == 5, done.output
     assert "queue paused" in done.output and "forbidden" in done.output
     assert info.since in done.output and "tok:1:2026-04" in done.output
     assert "customer_seats:write" in done.output  # the hint of the fault
     as_json = env.run("status", "--json")
-    assert as_json.exit_code == 3
+    assert as_json.exit_code == 5
     data = json.loads(as_json.output)
     assert data["paused"] is True
     (shown,) = data["pauses"]
@@ -137,7 +137,8 @@ def test_retry_all_failed_covers_needs_review(
     env.seed("revoked")
     retried: list[str] = []
     monkeypatch.setattr("worker.producer.Producer.retry",
-                        lambda self, request_id, portal_token=None: retried.append(request_id))
+                        lambda self, request_id, portal_token=None, actor=None:
+                        retried.append(request_id))
     done = env.run("retry", "--all-failed")
     assert done.exit_code == 0 and "retried 2 request(s)" in done.output
     assert sorted(retried) == sorted([review, failed])

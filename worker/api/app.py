@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from config.settings import Settings, load_settings
+from worker.api.access import AccessLog, ApiMetrics
 from worker.api.context import ApiContext
 from worker.api.errors import UnhandledErrors, not_sent, validation_failed
-from worker.api.routers import batches, dashboard, events, ops, revocations
+from worker.api.routers import batches, dashboard, dashboard_views, events, ops, revocations
 from worker.api.security import SecurityHeaders, add_docs
 from worker.api.settings import ApiSettings
 from worker.logs import get_logger
 from worker.metrics import MetricsCollector, lane_queue_keys
+from worker.outcomes import State
 from worker.producer import NotSent, Producer
+from worker.queries import oldest_change_by_state
 from worker.store import Store
+from worker.version import build_revision, package_version
 from worker.webhooks import WebhookVerifier
 
 log = get_logger("seat_revoker.api")
@@ -68,20 +73,22 @@ def create_app(
 
     app = FastAPI(
         title="seat-revoker",
-        version="0.1.0",
+        version=package_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
     )
     app.state.context = context
-    # Outermost last: headers go on every answer, the 500 of an unhandled error included.
+    registry = CollectorRegistry()
+    # Outermost last: headers go on every answer, the 500 of an unhandled error included;
+    # the access log and request counters see the final status of every answer.
     app.add_middleware(UnhandledErrors)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog, metrics=ApiMetrics(registry))
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_exception_handler(NotSent, not_sent)
     add_docs(app, title="seat-revoker")
-    registry = CollectorRegistry()
     registry.register(
         MetricsCollector(
             context.redis,
@@ -90,9 +97,17 @@ def create_app(
             queue_keys=lane_queue_keys(settings),
             unacked_key=settings.redis_key("unacked"),
             pause_prefix=settings.redis_key("pause"),
+            oldest_by_state=lambda: oldest_change_by_state(
+                store, [State.QUEUED, State.RUNNING, State.RETRYING]),
+            nodes_prefix=settings.redis_key("nodes"),
+            scheduler_key=settings.redis_key("scheduler", "heartbeat"),
         )
     )
+    build = Gauge("seat_revoker_build_info", "Version and build of the API serving "
+                  "these metrics (value 1)", ["version", "revision", "python"],
+                  registry=registry)
+    build.labels(package_version(), build_revision(), platform.python_version()).set(1)
     app.state.metrics_registry = registry
-    for module in (events, revocations, batches, ops, dashboard):
+    for module in (events, revocations, batches, ops, dashboard, dashboard_views):
         app.include_router(module.router)
     return app

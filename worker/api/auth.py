@@ -126,7 +126,7 @@ def require_api_key(
         log.warning("api.auth_failed", client=client, path=request.url.path,
                     reason="invalid API key")
         raise _unauthorized("invalid API key")
-    return f"api:{matched[:8]}"
+    return f"api:{context.api.key_name(matched).replace('key ', '', 1)}"
 
 
 Caller = Annotated[str, Depends(require_api_key)]
@@ -205,8 +205,9 @@ def _cookie_data(request: Request, context: ApiContext) -> tuple[bytes, str, str
 
 
 def session_user(request: Request, context: ApiContext) -> str | None:
-    """``dashboard:<8 hex>`` for a live session (not logged out, not expired) whose key is
-    still configured; ``None`` otherwise."""
+    """Who is signed in — the key's name from ``API_KEYS`` (``ops-alice:<key>``), else
+    ``key <8 hex>`` — for a live session (not logged out, not expired) whose key is still
+    configured; ``None`` otherwise."""
     found = _cookie_data(request, context)
     if found is None:
         return None
@@ -220,7 +221,7 @@ def session_user(request: Request, context: ApiContext) -> str | None:
         return None
     for key_hash in context.api.api_key_hashes:
         if hmac.compare_digest(_fingerprint(secret, key_hash), kid):
-            return f"dashboard:{key_hash[:8]}"
+            return context.api.key_name(key_hash)
     return None
 
 

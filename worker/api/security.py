@@ -4,21 +4,29 @@ Every response gets ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY
 ``Referrer-Policy: no-referrer``. HTML gets a Content-Security-Policy whose only allowed
 inline scripts and style blocks carry this response's nonce (``request.state.csp_nonce``,
 fresh for each request); other responses get ``default-src 'none'``. A route that needs a
-different policy (the docs pages load Swagger UI / ReDoc from their CDN) sets its own
+different policy (the docs pages load Swagger UI / ReDoc bundles) sets its own
 ``Content-Security-Policy`` header, which is kept.
+
+The docs pages load Swagger UI and ReDoc from assets packaged with the API
+(``fastapi_offline``'s static files, served under ``/docs-assets``): they work offline and
+load nothing from another origin.
 """
 
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CDN = "https://cdn.jsdelivr.net"
+DOCS_ASSETS = "/docs-assets"
+_ASSET_DIR = Path(fastapi_offline.__file__).parent / "static"
 COMMON_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
@@ -42,12 +50,13 @@ NON_HTML_POLICY = "default-src 'none'; frame-ancestors 'none'"
 
 
 def docs_policy(nonce: str) -> str:
-    """Swagger UI and ReDoc: their bundle from the CDN, their inline bootstrap by nonce."""
+    """Swagger UI and ReDoc: their packaged bundle from this origin, their inline bootstrap
+    by nonce."""
     return (
         "default-src 'none'; "
-        f"script-src 'nonce-{nonce}' {CDN}; "
-        f"style-src 'unsafe-inline' {CDN}; "
-        "img-src 'self' data: https://fastapi.tiangolo.com; "
+        f"script-src 'nonce-{nonce}' 'self'; "
+        "style-src 'unsafe-inline' 'self'; "
+        "img-src 'self' data:; "
         "font-src 'self' data:; connect-src 'self'; worker-src blob:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     )
@@ -93,17 +102,25 @@ def _with_nonce(page: HTMLResponse, nonce: str) -> HTMLResponse:
 
 
 def add_docs(app: FastAPI, *, title: str) -> None:
-    """``/docs`` (Swagger UI) and ``/redoc`` with nonced scripts and their own CSP; create
-    the app with ``docs_url=None, redoc_url=None``."""
+    """``/docs`` (Swagger UI) and ``/redoc`` with nonced scripts, their own CSP and the
+    packaged assets; create the app with ``docs_url=None, redoc_url=None``."""
     openapi_url = app.openapi_url or "/openapi.json"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_ASSET_DIR), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def swagger(request: Request) -> Any:
-        page = get_swagger_ui_html(openapi_url=openapi_url, title=f"{title} - Swagger UI")
+        page = get_swagger_ui_html(
+            openapi_url=openapi_url, title=f"{title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
         return _with_nonce(page, request.state.csp_nonce)
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> Any:
         page = get_redoc_html(openapi_url=openapi_url, title=f"{title} - ReDoc",
+                              redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
                               with_google_fonts=False)
         return _with_nonce(page, request.state.csp_nonce)

@@ -11,12 +11,25 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _HASH_PREFIX = "sha256:"
+# ``name:key`` names who holds a key (shown on the dashboard, recorded with their actions).
+_NAMED = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9._-]{0,63}):(?P<key>.+)$")
+
+
+def split_named(text: str) -> tuple[str | None, str]:
+    """``ops-alice:<key>`` → (``ops-alice``, ``<key>``); ``sha256:<hex>`` and plain keys
+    have no name. A name starts with a letter and holds letters, digits, ``.``, ``_``,
+    ``-`` (at most 64)."""
+    found = _NAMED.match(text)
+    if found is None or text.startswith(_HASH_PREFIX):
+        return None, text
+    return found["name"], found["key"]
 
 
 def hash_key(key: str) -> str:
@@ -96,7 +109,7 @@ class ApiSettings(BaseSettings):
     @classmethod
     def _key_shape(cls, keys: list[SecretStr]) -> list[SecretStr]:
         for position, key in enumerate(keys, 1):
-            text = key.get_secret_value()
+            _, text = split_named(key.get_secret_value())
             if text.startswith(_HASH_PREFIX):
                 digest = text.removeprefix(_HASH_PREFIX)
                 if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -106,11 +119,27 @@ class ApiSettings(BaseSettings):
         return keys
 
     @property
+    def api_key_entries(self) -> tuple[tuple[str | None, str], ...]:
+        """(name or ``None``, hex SHA-256) of each configured key."""
+        out = []
+        for key in self.api_keys:
+            name, text = split_named(key.get_secret_value())
+            digest = (text.removeprefix(_HASH_PREFIX) if text.startswith(_HASH_PREFIX)
+                      else hash_key(text))
+            out.append((name, digest))
+        return tuple(out)
+
+    @property
     def api_key_hashes(self) -> tuple[str, ...]:
-        return tuple(
-            text.removeprefix(_HASH_PREFIX) if text.startswith(_HASH_PREFIX) else hash_key(text)
-            for text in (key.get_secret_value() for key in self.api_keys)
-        )
+        return tuple(digest for _, digest in self.api_key_entries)
+
+    def key_name(self, key_hash: str) -> str:
+        """Who holds the key with this hash: its configured name, else ``key <8 hex>``
+        (never the key)."""
+        for name, digest in self.api_key_entries:
+            if name and hmac.compare_digest(digest, key_hash):
+                return name
+        return f"key {key_hash[:8]}"
 
     def match_api_key(self, presented: str) -> str | None:
         """The stored hash ``presented`` matches, or ``None``; every hash is compared in

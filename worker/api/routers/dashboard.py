@@ -10,10 +10,9 @@ The page polls ``/dashboard/state.json`` and reloads itself when something chang
 from __future__ import annotations
 
 import hashlib
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -25,10 +24,10 @@ from worker.api.context import ApiContext, get_context
 from worker.api.routers.revocations import retry_request
 from worker.fleetpause import PauseInfo
 from worker.logs import get_logger
+from worker.nodes import NodeRegistry
 from worker.outcomes import ATTENTION_STATES, State
 from worker.queries import (
     BatchSummary,
-    Page,
     RequestFilter,
     in_flight_count,
     last_change,
@@ -52,16 +51,66 @@ SEGMENTS = [
     (State.CANCELLED, "muted"),
 ]
 ATTENTION = sorted(s.value for s in ATTENTION_STATES)
+CANCELLABLE = sorted(s.value for s in (State.SCHEDULED, State.QUEUED, State.RETRYING))
 
 
-def _user(request: Request, context: Context) -> str:
+def current_user(request: Request, context: Context) -> str:
+    """The signed-in name (``worker.api.auth.session_user``), else a redirect to login."""
     user = auth.session_user(request, context)
     if user is None:
         raise HTTPException(status.HTTP_303_SEE_OTHER, headers={"Location": "/dashboard/login"})
     return user
 
 
-User = Annotated[str, Depends(_user)]
+User = Annotated[str, Depends(current_user)]
+
+
+def actor_of(user: str) -> str:
+    """How a dashboard user's actions are recorded in a request's history."""
+    return f"dashboard:{user}"
+
+
+def live_workers(context: ApiContext) -> int | None:
+    """Worker nodes alive now (``worker.nodes``), ``None`` when Redis does not answer."""
+    try:
+        return len(NodeRegistry(context.redis, context.settings.redis_key("nodes")).live_nodes())
+    except RedisError as exc:
+        log.warning("dashboard.nodes_unreadable", error=type(exc).__name__)
+        return None
+
+
+def page_values(request: Request, context: ApiContext, user: str) -> dict[str, Any]:
+    """What every dashboard page shows around its content: who is signed in, the CSRF
+    token of its forms, and the banners (queue paused, no worker alive)."""
+    pauses, pause_error = _pauses(context)
+    return {
+        "user": user,
+        "csrf": auth.csrf_token(request, context),
+        "pauses": pauses,
+        "pause_error": pause_error,
+        "workers": live_workers(context),
+        "retryable": ATTENTION,
+        "cancellable": CANCELLABLE,
+        "path": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+    }
+
+
+def local_path(target: str, default: str = "/dashboard") -> str:
+    """Where a form may send the browser back to: a dashboard path, nothing else."""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/dashboard"):
+        return default
+    return urlunsplit(("", "", parts.path, parts.query, ""))
+
+
+def go(target: str, notice: str) -> Response:
+    """303 to the dashboard path ``target`` with ``notice`` shown on top."""
+    parts = urlsplit(local_path(target))
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if k != "notice"]
+    query.append(("notice", notice))
+    return RedirectResponse(urlunsplit(("", "", parts.path, urlencode(query), "")),
+                            status_code=status.HTTP_303_SEE_OTHER)
 
 
 def _login_page(request: Request, error: str | None, status_code: int = 200,
@@ -100,7 +149,7 @@ def login(
         log.error("dashboard.session_store_unavailable", error=str(exc))
         return _login_page(request, "Sessions cannot be opened: Redis does not answer.",
                            status.HTTP_503_SERVICE_UNAVAILABLE)
-    log.info("dashboard.login", client=client, user=f"dashboard:{matched[:8]}")
+    log.info("dashboard.login", client=client, user=context.api.key_name(matched))
     response = RedirectResponse("/dashboard", status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         auth.SESSION_COOKIE,
@@ -133,34 +182,31 @@ def dashboard(
     request: Request,
     user: User,
     context: Context,
+    notice: Annotated[str, Query(max_length=300)] = "",
+    batches_offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     q: Annotated[str, Query(max_length=320)] = "",
-    notice: Annotated[str, Query(max_length=200)] = "",
 ) -> Response:
+    if q.strip():  # the search moved to the requests page; old links keep working
+        return RedirectResponse("/dashboard/requests?" + urlencode({"q": q.strip()}),
+                                status_code=status.HTTP_303_SEE_OTHER)
     store = context.store
-    summaries, batch_total = list_batches(store, limit=10)
+    summaries, batch_total = list_batches(store, limit=10, offset=batches_offset)
     failures = list_requests(store, RequestFilter(states=ATTENTION), limit=20)
-    search = _search(context, q.strip())
     counts = store.count_by_state()
-    pauses, pause_error = _pauses(context)
     return templates.TemplateResponse(
         request,
         "dashboard.html",
         {
-            "user": user,
-            "batches": [_batch_view(s) for s in summaries],
+            **page_values(request, context, user),
+            "batches": [batch_view(s) for s in summaries],
             "batch_total": batch_total,
+            "batches_offset": batches_offset,
             "failures": failures,
-            "q": q.strip(),
-            "search": search,
             "counts": counts,
             "in_flight": in_flight_count(store),
             "fingerprint": _fingerprint(context),
-            "csrf": auth.csrf_token(request, context),
             "notice": notice,
             "states": [s.value for s in State],
-            "pauses": pauses,
-            "pause_error": pause_error,
-            "retryable": ATTENTION,
         },
     )
 
@@ -174,17 +220,7 @@ def _pauses(context: ApiContext) -> tuple[list[PauseInfo], str | None]:
         return [], f"Could not read the queue's pause state from Redis ({type(exc).__name__})."
 
 
-def _search(context: ApiContext, q: str) -> Page | None:
-    if not q:
-        return None
-    try:
-        where = RequestFilter(seat_id=str(uuid.UUID(q)))
-    except ValueError:
-        where = RequestFilter(email=q)
-    return list_requests(context.store, where, limit=50)
-
-
-def _batch_view(summary: BatchSummary) -> dict[str, Any]:
+def batch_view(summary: BatchSummary) -> dict[str, Any]:
     total = max(summary.total, 1)
     segments = [
         {"state": state.value, "css": css, "n": summary.counts.get(state.value, 0),
@@ -207,7 +243,10 @@ def _fingerprint(context: ApiContext) -> str:
     changed = last_change(context.store)
     pauses, error = _pauses(context)
     paused = ",".join(f"{p.scope}:{p.fault}:{p.since}" for p in pauses) or (error or "")
-    raw = f"{sorted(counts.items())}|{changed.isoformat() if changed else ''}|{paused}"
+    workers = live_workers(context)  # the no-worker banner comes and goes with a reload
+    alive = "unknown" if workers is None else str(bool(workers))
+    raw = (f"{sorted(counts.items())}|{changed.isoformat() if changed else ''}|{paused}"
+           f"|{alive}")
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -227,14 +266,14 @@ def retry(
     user: User,
     context: Context,
     csrf: Annotated[str, Form(max_length=200)] = "",
+    next_page: Annotated[str, Form(alias="next", max_length=2000)] = "/dashboard",
 ) -> Response:
+    """Send a failed or needs_review request again; the signed-in user is recorded."""
     if not auth.csrf_ok(request, context, csrf):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "bad CSRF token; reload the page")
     try:
-        retry_request(context, request_id)
+        retry_request(context, request_id, actor=actor_of(user))
         notice = f"Request {request_id[:8]} sent again."
     except HTTPException as exc:
         notice = f"Could not retry {request_id[:8]}: {exc.detail}"
-    return RedirectResponse(
-        "/dashboard?" + urlencode({"notice": notice}), status_code=status.HTTP_303_SEE_OTHER
-    )
+    return go(local_path(next_page), notice)

@@ -176,6 +176,17 @@ def get_revocation(request_id: str, _: Caller, context: Context) -> RevocationOu
 
 
 @router.post(
+    "/{request_id}/cancel",
+    response_model=RevocationOut,
+    responses={404: {}, 409: {"description": "The request is running or has ended"}},
+)
+def cancel(request_id: str, caller: Caller, context: Context) -> RevocationOut:
+    """Cancel a scheduled, queued or retrying request (a retrying one stops before its next
+    attempt). The caller is recorded in its history."""
+    return RevocationOut.of(cancel_request(context, request_id, actor=caller))
+
+
+@router.post(
     "/{request_id}/retry",
     response_model=RevocationOut,
     status_code=status.HTTP_202_ACCEPTED,
@@ -184,13 +195,24 @@ def get_revocation(request_id: str, _: Caller, context: Context) -> RevocationOu
 def retry(request_id: str, caller: Caller, context: Context) -> RevocationOut:
     """Send a failed or needs_review request again (same idempotency key, a new attempt).
     For needs_review, fix what ``outcome_detail`` names first."""
-    return RevocationOut.of(retry_request(context, request_id))
+    return RevocationOut.of(retry_request(context, request_id, actor=caller))
 
 
-def retry_request(context: ApiContext, request_id: str) -> Any:
+def retry_request(context: ApiContext, request_id: str, *, actor: str) -> Any:
+    """Retry as ``actor`` (recorded in the request's history); 404 or 409 otherwise."""
     if context.store.get(request_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
     try:
-        return context.producer.retry(request_id)
+        return context.producer.retry(request_id, actor=actor)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+
+def cancel_request(context: ApiContext, request_id: str, *, actor: str) -> Any:
+    """Cancel as ``actor``: a scheduled, queued or retrying request; 404 or 409 otherwise."""
+    if context.store.get(request_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
+    try:
+        return context.producer.cancel(request_id, actor=actor)
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
