@@ -210,22 +210,30 @@ class Reconciler:
         return len(moved)
 
     def requeue_stale(self, *, everything: bool = False) -> int:
-        """Send again the in-flight requests whose lease ran out (all queued/retrying ones
-        after Redis was emptied; running ones only once their lease is over)."""
+        """Send again the in-flight requests whose lease ran out; running ones only once
+        their lease is over. After Redis was emptied (or on a namespace's very first pass,
+        which cannot tell the two apart), every queued/retrying request whose message is
+        neither in a lane's queue nor held by a live node."""
         store, requeued = self.producer.store, 0
         lease = timedelta(seconds=self.settings.queued_lease_seconds)
         now = utcnow()
+        accounted: set[str] = set()
+        if everything:
+            held_live, _dead = self.nodes.holdings()
+            accounted = held_live | broker_task_ids(self.redis,
+                                                    lane_queue_keys(self.settings))
         groups = [([State.QUEUED, State.RETRYING], None if everything else now),
                   ([State.RUNNING], now)]
         for states, before in groups:
             seen: set[str] = set()
             while True:
                 found = store.find(states=states, lease_before=before, limit=BATCH)
-                stale = [r for r in found if r.id not in seen]
-                if not stale:
+                fresh = [r for r in found if r.id not in seen]
+                if not fresh:
                     break
+                seen.update(r.id for r in fresh)
+                stale = [r for r in fresh if r.id not in accounted]
                 ids = [r.id for r in stale]
-                seen.update(ids)
                 # Touch the lease first, so the next pass does not send them yet again.
                 moved = store.transition(ids, from_states=states, to_state=State.QUEUED,
                                          detail={"requeued": "lease expired" if not everything
@@ -233,7 +241,7 @@ class Reconciler:
                                          lease_expires_at=utcnow() + lease)
                 self.producer.send(moved)
                 requeued += len(moved)
-                if len(stale) < BATCH:
+                if len(fresh) < BATCH:
                     break
         if requeued:
             log.warning("scheduler.requeued", count=requeued, redis_emptied=everything)

@@ -134,3 +134,18 @@ def test_the_scheduler_sends_each_request_again_to_its_own_lane(lanes: LocalStac
     with lanes.store.session() as session:
         priorities = sorted(r.priority for r in session.query(RevocationRequest))
     assert priorities == ["bulk"] * 6 + ["urgent"]
+
+
+def test_a_namespaces_first_pass_does_not_resend_what_waits_in_the_queue(
+    lanes: LocalStack,
+) -> None:
+    """The first scheduler pass of a namespace cannot tell "Redis came back empty" from
+    "nobody ran a pass yet": it re-sends only what is neither queued nor held."""
+    subscription_id, seats = seed(lanes, 3)
+    batch = lanes.producer.submit_batch(batch_of(subscription_id, seats), name="reorg")
+    result = Reconciler(lanes.producer).run_once()
+    assert result is not None and result.redis_was_emptied
+    assert result.requeued == 0
+    assert lane_lengths(lanes) == (0, 3)
+    for request_id in batch.request_ids:
+        assert [e.state for e in lanes.store.history(request_id)] == ["queued"]
