@@ -401,3 +401,23 @@ def test_batch_rows_reusing_a_stored_key_for_other_content_are_409(api: Harness)
     accepted = api.client.post("/v1/batches", json=same, headers=AUTH)
     assert accepted.status_code == 201, accepted.text
     assert (accepted.json()["created"], accepted.json()["duplicates"]) == (1, 1)
+
+
+def test_list_finds_by_partial_search_and_source(api: Harness) -> None:
+    """The REST list takes what the dashboard's search takes: an id prefix, part of an
+    email or a domain; and the source a request came from."""
+    mine = api.seed(2, email="jane.doe@acme.test")
+    api.seed(1, email="bob@other.test")
+    batch = {"id": str(uuid.uuid4()), "name": "b", "total": 1}
+    (in_batch,) = api.seed(1, batch=batch, email="kim@acme.test")
+    assert {r["id"] for r in api.get("/v1/revocations", q="@acme.test")["items"]} == \
+        {*mine, in_batch}
+    # Newest first: seed() makes each row a minute newer than the one before.
+    assert [r["id"] for r in api.get("/v1/revocations", q="jane.doe")["items"]] == \
+        [mine[1], mine[0]]
+    prefix = api.get("/v1/revocations", q=mine[0][:8])["items"]
+    assert [r["id"] for r in prefix] == [mine[0]]
+    assert [r["id"] for r in api.get("/v1/revocations", source="batch")["items"]] == \
+        [in_batch]
+    wrong = api.client.get("/v1/revocations", params={"source": "fax"}, headers=AUTH)
+    assert wrong.status_code == 422

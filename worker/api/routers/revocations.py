@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -118,6 +118,13 @@ def list_revocations(
     email: Annotated[str | None, Query(max_length=320)] = None,
     created_from: Annotated[datetime | None, Query(description="Inclusive, ISO 8601")] = None,
     created_to: Annotated[datetime | None, Query(description="Exclusive, ISO 8601")] = None,
+    q: Annotated[str | None, Query(
+        min_length=1, max_length=320,
+        description="Partial search: a request, seat or batch id prefix (the 8 characters "
+        "the CLI and dashboard show), part of an email (`@acme.com`: a domain), or an exact "
+        "external id or idempotency key")] = None,
+    source: Annotated[Literal["cli", "batch", "webhook", "rest", "scim"] | None, Query(
+        description="Where the request came from")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     offset: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
@@ -142,6 +149,8 @@ def list_revocations(
         email=email,
         created_from=_aware(created_from, "created_from"),
         created_to=_aware(created_to, "created_to"),
+        text=q,
+        source=source,
     )
     try:
         page = list_requests(context.store, where, limit=limit, cursor=cursor, offset=offset)
