@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from redis import Redis
 
 from worker.occupant import SeatIndex
-from worker.polar import CustomerSeat, Mode, PolarClient, SeatsList
+from worker.polar import ContainerKind, CustomerSeat, Mode, PolarClient, SeatsList
 
 CACHE_SECONDS = 30
 PARSED_LISTS = 16  # per process: parsed lists (and their indexes) kept while unchanged
@@ -101,6 +101,41 @@ class SeatLists:
         )
         value = json.loads(raw)
         return str(value) if value is not None else None
+
+    def containers(
+        self, kind: ContainerKind, *, customer_id: str | None,
+        external_customer_id: str | None, share_in: str | None,
+    ) -> list[tuple[str, str | None, bool]]:
+        """(id, billing customer id, may have seats) of every subscription or order in a
+        scope (a customer by id or external id; the organization when both are ``None``).
+        A body whose ``seats`` is null or 0 is not seat-based: it has no seat list."""
+        raw = self._shared(
+            f"containers:{kind}:{customer_id or ''}:{external_customer_id or ''}", share_in,
+            lambda: json.dumps([
+                [ref.id, ref.customer_id, getattr(ref, "seats", 1) not in (None, 0)]
+                for ref in self._polar.list_containers(
+                    kind, customer_id=customer_id,
+                    external_customer_id=external_customer_id)]),
+        )
+        return [(str(ident), str(owner) if owner else None, bool(seated))
+                for ident, owner, seated in json.loads(raw)]
+
+    def members_by_external_id(
+        self, customer_id: str, external_id: str, *, share_in: str | None
+    ) -> list[str]:
+        """Ids of the customer's members with this external id (the members list is read
+        once per customer and ``share_in``)."""
+        raw = self._shared(
+            f"members:{customer_id}", share_in,
+            lambda: json.dumps([[m.id, m.external_id]
+                                for m in self._polar.list_members(customer_id)]),
+        )
+        return [str(ident) for ident, ext in json.loads(raw) if ident and ext == external_id]
+
+    def customer_exists(self, customer_id: str, *, share_in: str | None) -> bool:
+        raw = self._shared(f"customer:{customer_id}", share_in,
+                           lambda: json.dumps(self._polar.customer_exists(customer_id)))
+        return bool(json.loads(raw))
 
     def _shared(self, name: str, share_in: str | None, fetch: Callable[[], str]) -> str:
         """``fetch()`` once per ``share_in`` (a batch id) across every worker; uncached

@@ -613,6 +613,15 @@ class Store:
             )
             return next((snapshot for snapshot in snapshots if snapshot), None)
 
+    def children_of(self, parent_id: str) -> list[RevocationRequest]:
+        """The child requests of a person request (one per seat found), oldest first."""
+        with self.session() as session:
+            return list(session.scalars(
+                select(RevocationRequest)
+                .where(RevocationRequest.parent_id == parent_id)
+                .order_by(RevocationRequest.created_at, RevocationRequest.id)
+            ))
+
     def history(self, request_id: str) -> list[RequestEvent]:
         with self.session() as session:
             return list(

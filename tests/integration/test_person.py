@@ -1,0 +1,122 @@
+"""Offboarding a person end to end: the worker finds every seat the person holds in a
+scope (the customer's subscriptions and orders, their seat lists) and revokes each through a
+guarded child request. The sandbox's own record of revocations proves nobody else lost a
+seat."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from worker.localstack import LocalStack
+from worker.producer import PersonInput
+
+pytestmark = pytest.mark.integration
+
+
+def estate(stack: LocalStack, tag: str) -> dict[str, Any]:
+    """One customer with three subscriptions and one order; ada holds a seat in each, bob
+    and carol in some; ada also holds a seat at another customer (out of scope)."""
+    customer = stack.control.create_customer(f"billing.{tag}@acme.test",
+                                             external_id=f"CUST-{tag}")
+    ada, bob, carol = (f"{n}.{tag}@acme.test" for n in ("ada", "bob", "carol"))
+    subs = [str(uuid.uuid4()) for _ in range(3)]
+    order = str(uuid.uuid4())
+    specs: list[dict[str, Any]] = []
+    for sub in subs:
+        specs += [{"subscription_id": sub, "email": ada, "external_id": f"E-ada-{tag}"},
+                  {"subscription_id": sub, "email": bob}]
+    specs += [{"order_id": order, "email": ada, "external_id": f"E-ada-{tag}"},
+              {"order_id": order, "email": carol}]
+    seats = stack.control.create_seats(specs, owner_customer_id=customer["id"])
+    elsewhere = stack.control.create_seats(
+        [{"subscription_id": str(uuid.uuid4()), "email": ada}])
+    return {"customer": customer, "ada": ada, "bob": bob,
+            "ada_seats": sorted(s["id"] for s in seats if s["email"] == ada),
+            "others": sorted(s["id"] for s in seats if s["email"] != ada),
+            "elsewhere": elsewhere[0]["id"]}
+
+
+def offboard(stack: LocalStack, timeout: float = 60.0, **fields: Any) -> Any:
+    record = stack.producer.offboard(PersonInput(**fields)).record
+    return stack.wait_terminal([record.id], timeout=timeout)[0]
+
+
+def revoked_seats(stack: LocalStack) -> list[str]:
+    return sorted(entry["seat_id"] for entry in stack.control.revocations())
+
+
+def test_person_loses_every_seat_of_the_customer_and_nobody_else_does(
+    sandbox_reset: LocalStack,
+) -> None:
+    stack = sandbox_reset
+    world = estate(stack, uuid.uuid4().hex[:6])
+    assert len(world["ada_seats"]) == 4
+
+    parent = offboard(stack, email=world["ada"].upper(), customer_id=world["customer"]["id"],
+                      reason="left the company", requested_by="hr")
+
+    assert parent.state == "revoked", parent.outcome_detail
+    assert parent.kind == "person" and parent.end_state_verified is True
+    assert revoked_seats(stack) == world["ada_seats"]
+    assert stack.control.seat(world["elsewhere"])["status"] != "revoked"
+    children = stack.producer.store.children_of(parent.id)
+    assert sorted(c.seat_id for c in children) == world["ada_seats"]
+    assert {c.state for c in children} == {"revoked"}
+    assert all(c.end_state_verified and c.requested_by == "hr" for c in children)
+    found = parent.discovered
+    assert sorted(s["seat_id"] for s in found["seats"]) == world["ada_seats"]
+    assert found["reads"][-1]["final"] is True and found["reads"][-1]["found"] == []
+
+
+def test_by_external_ids_of_person_and_customer(sandbox_reset: LocalStack) -> None:
+    stack = sandbox_reset
+    tag = uuid.uuid4().hex[:6]
+    world = estate(stack, tag)
+
+    parent = offboard(stack, external_id=f"E-ada-{tag}", customer_external_id=f"CUST-{tag}")
+
+    assert parent.state == "revoked", parent.outcome_detail
+    assert revoked_seats(stack) == world["ada_seats"]
+
+
+def test_no_seat_ends_no_active_seat_after_discovery(sandbox_reset: LocalStack) -> None:
+    stack = sandbox_reset
+    world = estate(stack, uuid.uuid4().hex[:6])
+
+    parent = offboard(stack, email="nobody@acme.test", customer_id=world["customer"]["id"])
+
+    assert parent.state == "no_active_seat", parent.outcome_detail
+    assert parent.end_state_verified is True
+    assert stack.producer.store.children_of(parent.id) == []
+    assert revoked_seats(stack) == []
+    routes = stack.control.stats()["by_route"]
+    assert any(route.startswith("GET /v1/subscriptions") for route in routes)
+
+
+def test_unknown_customer_needs_review_and_deletes_nothing(sandbox_reset: LocalStack) -> None:
+    stack = sandbox_reset
+    estate(stack, uuid.uuid4().hex[:6])
+    parent = offboard(stack, email="x@acme.test", customer_external_id="no-such-customer")
+    assert parent.state == "needs_review"
+    assert "no customer" in (parent.outcome_detail or "")
+    assert revoked_seats(stack) == []
+
+
+def test_replayed_person_request_collapses_to_the_first(sandbox_reset: LocalStack) -> None:
+    stack = sandbox_reset
+    world = estate(stack, uuid.uuid4().hex[:6])
+    person = PersonInput(email=world["ada"], customer_id=world["customer"]["id"])
+
+    first = stack.producer.offboard(person)
+    again = stack.producer.offboard(person)
+    done = stack.wait_terminal([first.record.id], timeout=60)[0]
+    late = stack.producer.offboard(person)
+
+    assert first.created and not again.created and not late.created
+    assert again.record.id == late.record.id == first.record.id
+    assert done.state == "revoked"
+    assert revoked_seats(stack) == world["ada_seats"]
+    assert len(stack.producer.store.children_of(done.id)) == 4
