@@ -385,19 +385,99 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
 
 
 @main.command()
-@click.argument("batch_id")
+@click.option("--email", help="Email of the person leaving.")
+@click.option("--external-id", help="The person's external id (your HR id).")
+@click.option("--member-id", help="The person's Polar member id.")
+@click.option("--customer-id", help="Scope: the Polar customer (id) the person belongs to.")
+@click.option("--customer-external-id", help="Scope: the Polar customer, by its external id.")
+@click.option("--all-customers", is_flag=True,
+              help="Scope: every customer of the organization (said explicitly).")
+@click.option("--key", help="Idempotency key (default: derived from person and scope).")
+@click.option("--effective-at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S",
+                                                     "%Y-%m-%d"]),
+              help="Offboard at this time (UTC unless an offset is given).")
+@click.option("--reason", help="Why, kept with the record.")
+@click.option("--wait", is_flag=True, help="Block until every seat found has its outcome.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="With --wait: give up waiting after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the person report as JSON.")
+def offboard(wait: bool, timeout: float, as_json: bool, effective_at: datetime | None,
+             **fields: Any) -> None:
+    """Offboard a person: find every seat they hold in the scope and revoke each.
+
+    Prints the request id. With --wait, prints each seat found and its outcome; exits 0
+    for revoked, already_revoked and no_active_seat, 1 for failed or needs_review, 3 on
+    timeout.
+    """
+    from worker.personreport import person_report
+    from worker.producer import PersonInput, Producer
+
+    settings = load_settings()
+    try:
+        person = PersonInput(requested_by="cli", effective_at=utc(effective_at), **fields)
+    except ValidationError as exc:
+        fail(validation_text(exc))
+    producer = Producer(settings)
+    try:
+        result = producer.offboard(person)
+    finally:
+        producer.close()
+    record = result.record
+    if record.kind != "person":
+        fail(f"idempotency key {record.idempotency_key!r} belongs to request {record.id}, "
+             "which is not a person request; nothing was enqueued")
+    if not result.created:
+        click.echo(f"duplicate of request {record.id} (key {record.idempotency_key}): "
+                   "nothing new enqueued", err=True)
+    store = Store.from_url(settings.database_url)
+    if not wait:
+        click.echo(json.dumps(record.to_dict()) if as_json else record.id)
+        return
+    final = wait_for(store, record.id, timeout)
+    rep = person_report(store, final)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        click.echo(f"{final.id}  {rep['person']}  in {rep['scope']}: {final.state}")
+        for seat in rep["seats"]:
+            where = seat["subscription_id"] or seat["order_id"]
+            click.echo(f"  seat {seat['seat_id']} ({where}): {seat['state']}")
+        if final.outcome_detail:
+            click.echo(f"  {final.outcome_detail}")
+    if not State(final.state).is_terminal:
+        sys.exit(EXIT_TIMEOUT)
+    sys.exit(EXIT_OK if State(final.state).is_success else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("batch_id", required=False)
+@click.option("--person", help="A person request id, an email or an external id: every "
+                               "person request for it, with its seats.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to a file instead of standard output.")
-def report(batch_id: str, fmt: str, output: Path | None) -> None:
-    """One row per batch line: outcome, seat snapshot fields, attempts and error.
+def report(batch_id: str | None, person: str | None, fmt: str, output: Path | None) -> None:
+    """One row per batch line: outcome, seat snapshot fields, attempts and error. With
+    --person: one row per seat the person was found holding — when it was revoked, by
+    which request, on whose instruction, and the verification reads.
 
     CSV cells a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``) are
     prefixed with ``'``, as in the API's report."""
     from worker.batches import get_batch, report_csv, report_rows
 
+    if (batch_id is None) == (person is None):
+        fail("give a batch id or --person")
     store = Store.from_url(load_settings().database_url)
+    if person is not None:
+        text, count = person_report_text(store, person, fmt)
+        if output:
+            output.write_text(text, encoding="utf-8")
+            click.echo(f"{count} rows written to {output}", err=True)
+        else:
+            click.echo(text, nl=False)
+        return
+    assert batch_id is not None
     if get_batch(store, batch_id) is None:
         fail(f"no batch {batch_id!r}", EXIT_FAILED)
     rows = report_rows(store, batch_id)
@@ -556,6 +636,26 @@ def demo(people: int, concurrency: int) -> None:
     from worker.demo import run_demo
 
     sys.exit(run_demo(people=people, concurrency=concurrency))
+
+
+def person_report_text(store: Store, person: str, fmt: str) -> tuple[str, int]:
+    """The person report of a request id, an email or an external id."""
+    from worker import personreport
+
+    record = store.get(person)
+    if record is not None and record.kind == "person":
+        parents = [record]
+    elif "@" in person:
+        parents = store.person_requests(email=person)
+    else:
+        parents = store.person_requests(external_id=person)
+    if not parents:
+        fail(f"no person request for {person!r}", EXIT_FAILED)
+    reports = [personreport.person_report(store, parent) for parent in parents]
+    if fmt == "json":
+        return json.dumps(reports, indent=2) + "\n", len(reports)
+    rows = personreport.report_rows(reports)
+    return "".join(personreport.report_csv(rows)), len(rows)
 
 
 def utc(moment: datetime | None) -> datetime | None:

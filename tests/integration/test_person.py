@@ -5,6 +5,12 @@ seat."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -120,3 +126,45 @@ def test_replayed_person_request_collapses_to_the_first(sandbox_reset: LocalStac
     assert done.state == "revoked"
     assert revoked_seats(stack) == world["ada_seats"]
     assert len(stack.producer.store.children_of(done.id)) == 4
+
+
+def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_cli_offboard_wait_and_person_report(sandbox_reset: LocalStack) -> None:
+    stack = sandbox_reset
+    world = estate(stack, uuid.uuid4().hex[:6])
+
+    done = cli(stack, "offboard", "--email", world["ada"], "--customer-id",
+               world["customer"]["id"], "--reason", "left", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert ": revoked" in done.stdout.splitlines()[0]
+    assert sum(": revoked" in line for line in done.stdout.splitlines()[1:]) == 4
+
+    as_csv = cli(stack, "report", "--person", world["ada"])
+    assert as_csv.returncode == 0, as_csv.stderr
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert sorted(r["seat_id"] for r in rows) == world["ada_seats"]
+    assert {r["seat_outcome"] for r in rows} == {"revoked"}
+    assert all(r["revoked_at"] and r["seat_verified"] == "True" and r["requested_by"] == "cli"
+               for r in rows)
+    as_json = json.loads(cli(stack, "report", "--person", world["ada"], "--format",
+                             "json").stdout)
+    assert as_json[0]["verified"] is True and len(as_json[0]["seats"]) == 4
+
+
+def test_cli_offboard_refuses_bad_input_and_records_nothing(sandbox_reset: LocalStack) -> None:
+    stack = sandbox_reset
+    before = stack.producer.store.count_by_state()
+    no_scope = cli(stack, "offboard", "--email", "a@acme.test")
+    two_scopes = cli(stack, "offboard", "--email", "a@acme.test", "--all-customers",
+                     "--customer-external-id", "C1")
+    nobody = cli(stack, "offboard", "--all-customers")
+    for result in (no_scope, two_scopes, nobody):
+        assert result.returncode == 2 and result.stderr.startswith("error:"), result.stderr
+    assert "exactly one scope" in no_scope.stderr and "name the person" in nobody.stderr
+    assert stack.producer.store.count_by_state() == before
