@@ -449,6 +449,54 @@ def offboard(wait: bool, timeout: float, as_json: bool, effective_at: datetime |
     sys.exit(EXIT_OK if State(final.state).is_success else EXIT_FAILED)
 
 
+@main.group("scim-tenant")
+def scim_tenant() -> None:
+    """SCIM 2.0 tenants: one identity provider connection per Polar customer."""
+
+
+@scim_tenant.command("create")
+@click.option("--customer-id", help="The Polar customer (id) whose people the tenant manages.")
+@click.option("--customer-external-id", help="The Polar customer, by its external id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tenant and token as JSON.")
+def scim_tenant_create(customer_id: str | None, customer_external_id: str | None,
+                       as_json: bool) -> None:
+    """Create a tenant and print its bearer token. The token is shown this once and only
+    its digest is stored: give it to the identity provider as its SCIM API token, with
+    the base URL https://<this service>/scim/v2."""
+    from worker.requests import PersonInput
+    from worker.scimstore import create_tenant
+
+    if (customer_id is None) == (customer_external_id is None):
+        fail("give --customer-id or --customer-external-id")
+    try:  # the same checks as a person request's scope
+        PersonInput(email="check@example.com", customer_id=customer_id,
+                    customer_external_id=customer_external_id)
+    except ValidationError as exc:
+        fail(validation_text(exc))
+    store = Store.from_url(load_settings().database_url)
+    created = create_tenant(store, customer_id=customer_id,
+                            customer_external_id=customer_external_id, created_by="cli")
+    tenant = created.tenant
+    if as_json:
+        click.echo(json.dumps({"tenant_id": tenant.id, "customer_id": tenant.customer_id,
+                               "customer_external_id": tenant.customer_external_id,
+                               "token": created.token}))
+        return
+    click.echo(f"tenant {tenant.id} for customer "
+               f"{tenant.customer_id or 'external_id=' + str(tenant.customer_external_id)}")
+    click.echo(f"token (shown once, stored hashed): {created.token}")
+
+
+@scim_tenant.command("list")
+def scim_tenant_list() -> None:
+    """The tenants (never their tokens)."""
+    from worker.scimstore import list_tenants
+
+    for tenant in list_tenants(Store.from_url(load_settings().database_url)):
+        customer = tenant.customer_id or f"external_id={tenant.customer_external_id}"
+        click.echo(f"{tenant.id}  customer {customer}  created {tenant.created_at:%Y-%m-%d}")
+
+
 @main.command()
 @click.argument("batch_id", required=False)
 @click.option("--person", help="A person request id, an email or an external id: every "

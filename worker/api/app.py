@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
+from scim2_models import SCIMException
 
 from config.settings import Settings, load_settings
 from worker.api.context import ApiContext
 from worker.api.errors import UnhandledErrors, validation_failed
-from worker.api.routers import batches, dashboard, events, ops, revocations
+from worker.api.routers import batches, dashboard, events, ops, revocations, scim
 from worker.api.security import SecurityHeaders, add_docs
 from worker.api.settings import ApiSettings
 from worker.logs import get_logger
@@ -29,6 +30,8 @@ Offboarding webhooks in, seat revocations out.
 * `POST /v1/events/offboarding`: Standard Webhooks signed events (secrets `WEBHOOK_SECRETS`).
 * `/v1/revocations`, `/v1/batches`: REST for producers and dashboards
   (`Authorization: Bearer <API key>`, keys from `API_KEYS`).
+* `/scim/v2`: SCIM 2.0 for identity providers (one tenant per Polar customer, token from
+  `seat-revoker scim-tenant create`): deactivating or deleting a user offboards the person.
 * `/dashboard`: the ops page; `/metrics`, `/healthz`, `/readyz`: operations (`/readyz`
   answers 503 with the reasons while the queue is paused).
 """
@@ -79,6 +82,7 @@ def create_app(
     app.add_middleware(UnhandledErrors)
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(RequestValidationError, validation_failed)
+    app.add_exception_handler(SCIMException, scim.scim_error)
     add_docs(app, title="seat-revoker")
     registry = CollectorRegistry()
     registry.register(
@@ -92,6 +96,6 @@ def create_app(
         )
     )
     app.state.metrics_registry = registry
-    for module in (events, revocations, batches, ops, dashboard):
+    for module in (events, revocations, batches, ops, dashboard, scim):
         app.include_router(module.router)
     return app
