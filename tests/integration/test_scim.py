@@ -208,7 +208,9 @@ def test_scim_errors_are_scim_bodies_with_their_scim_type(
     token = tenant_token(stack, str(uuid.uuid4()))
     auth = headers(token)
     email = f"{uuid.uuid4().hex[:8]}@acmecorp.com"
-    assert client.post("/scim/v2/Users", json=okta_user(email), headers=auth).status_code == 201
+    first = client.post("/scim/v2/Users", json=okta_user(email), headers=auth)
+    assert first.status_code == 201
+    created_id = first.json()["id"]
 
     cases = [
         (client.get("/scim/v2/Users"), 401, None),
@@ -219,8 +221,14 @@ def test_scim_errors_are_scim_bodies_with_their_scim_type(
          "invalidFilter"),
         (client.post("/scim/v2/Users", content=b"{not json", headers=auth), 400,
          "invalidSyntax"),
-        (client.post("/scim/v2/Users", json={"schemas": [USER_SCHEMA], "userName": "no-mail"},
-                     headers=auth), 400, "invalidValue"),
+        (client.patch(f"/scim/v2/Users/{created_id}", json={
+            "schemas": [PATCH_SCHEMA], "Operations": [{"op": "bogus", "path": "active",
+                                                       "value": False}]},
+            headers=auth), 400, "invalidValue"),
+        (client.post("/scim/v2/Users", json={"schemas": [USER_SCHEMA]}, headers=auth), 400,
+         None),
+        (client.post("/scim/v2/ServiceProviderConfig", json={}, headers=auth), 405, None),
+        (client.get("/scim/v2/Groups", headers=auth), 404, None),
         (client.get(f"/scim/v2/Users/{uuid.uuid4()}", headers=auth), 404, None),
     ]
     for response, status, scim_type in cases:
@@ -228,7 +236,8 @@ def test_scim_errors_are_scim_bodies_with_their_scim_type(
         body = response.json()
         assert body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
         assert str(body["status"]) == str(status)
-        assert body.get("scimType") == scim_type, body
+        if scim_type is not None or status != 400:
+            assert body.get("scimType") == scim_type, body
     assert token not in json.dumps([c[0].text for c in cases])
 
 
@@ -256,3 +265,18 @@ def test_cli_creates_a_tenant_and_shows_its_token_once(sandbox_reset: LocalStack
                           "--customer-id", "nope"], env={**os.environ, **stack.env},
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "UUID" in bad.stderr
+
+
+def test_deactivating_a_user_without_an_address_needs_review(
+    sandbox_reset: LocalStack, client: TestClient,
+) -> None:
+    stack = sandbox_reset
+    auth = headers(tenant_token(stack, str(uuid.uuid4())))
+    user = client.post("/scim/v2/Users", json={"schemas": [USER_SCHEMA], "userName": "jdoe42",
+                                               "active": True}, headers=auth).json()
+    answer = client.patch(f"/scim/v2/Users/{user['id']}", headers=auth, json={
+        "schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "value": {"active": False}}]})
+    assert answer.status_code == 200
+    record = stack.producer.store.get(answer.headers["Seat-Revoker-Offboarding"])
+    assert record is not None and record.kind == "person"
+    assert record.state == "needs_review" and "no email address" in (record.outcome_detail or "")

@@ -13,6 +13,7 @@ the user's work email. Reactivating assigns nothing back, and the answer says so
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -32,12 +33,12 @@ from scim2_models import (
     InvalidFilterException,
     InvalidSyntaxException,
     InvalidValueException,
-    ListResponse,
     Meta,
     NotFoundException,
     Patch,
     PatchOp,
     ResourceType,
+    ResponseParameters,
     SCIMException,
     ScimFilter,
     ServiceProviderConfig,
@@ -50,7 +51,8 @@ from starlette.concurrency import run_in_threadpool
 
 from worker.api.context import ApiContext, get_context
 from worker.logs import get_logger
-from worker.models import ScimTenant, ScimUser
+from worker.models import ScimTenant, ScimUser, utcnow
+from worker.outcomes import State
 from worker.producer import NotSent
 from worker.requests import PersonInput
 from worker.scimstore import (
@@ -195,13 +197,25 @@ def _model(user: ScimUser) -> Any:
 
 
 def _out(request: Request, user: ScimUser, model: Any = None,
-         ctx: Context = Context.RESOURCE_QUERY_RESPONSE) -> dict[str, Any]:
+         ctx: Context = Context.RESOURCE_QUERY_RESPONSE,
+         shown: ResponseParameters[Any] | None = None) -> dict[str, Any]:
     resource = model if model is not None else _model(user)
     resource.id = user.id
     resource.meta = Meta(resource_type="User", created=user.created_at,
                          last_modified=user.updated_at, location=_url(request, f"Users/{user.id}"))
-    body: dict[str, Any] = resource.model_dump(scim_ctx=ctx)
+    body: dict[str, Any] = resource.model_dump(scim_ctx=ctx, response_parameters=shown)
     return body
+
+
+def _shown(attributes: Any, excluded: Any) -> ResponseParameters[Any] | None:
+    """``attributes`` / ``excludedAttributes`` (RFC 7644 §3.9), checked against User."""
+    if not attributes and not excluded:
+        return None
+    try:
+        return ResponseParameters[ScimUserModel].model_validate(
+            {"attributes": attributes or None, "excluded_attributes": excluded or None})
+    except ValidationError as exc:
+        raise _invalid(exc) from None
 
 
 def _stored(model: Any) -> dict[str, Any]:
@@ -227,11 +241,10 @@ def _validated(payload: Any, ctx: Context) -> Any:
         model = ScimUserModel.model_validate(payload, scim_ctx=ctx)
     except ValidationError as exc:
         raise _invalid(exc) from None
-    _person_email(model)  # refuse a user no seat could ever be matched to
     return model
 
 
-def _person_email(model: Any) -> str:
+def _person_email(model: Any) -> str | None:
     """The address that names the person in Polar's seats: the primary work email, any
     work email, the primary email, the first one, else a userName that is an address."""
     emails = list(model.emails or [])
@@ -245,11 +258,7 @@ def _person_email(model: Any) -> str:
             if email.value and pick(email):
                 return str(email.value)
     name = str(model.user_name or "")
-    if "@" in name.strip("@"):
-        return name
-    raise InvalidValueException(detail="the user needs an email (emails[type eq \"work\"] or "
-                                       "an address as userName): that is how Polar's seats "
-                                       "name a person")
+    return name if "@" in name.strip("@") else None
 
 
 def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
@@ -276,19 +285,42 @@ async def create_user(request: Request, tenant: Tenant, context: Ctx) -> JSONRes
 async def read_user(user_id: str, request: Request, tenant: Tenant, context: Ctx
                     ) -> JSONResponse:
     user = await _run(_load, context, tenant, user_id)
-    return scim_response(_out(request, user))
+    params = request.query_params
+    shown = _shown(params.get("attributes"), params.get("excludedAttributes"))
+    return scim_response(_out(request, user, shown=shown))
 
 
 @router.get("/Users")
 async def list_users(request: Request, tenant: Tenant, context: Ctx) -> JSONResponse:
     params = request.query_params
-    start = _int_param(params.get("startIndex"), "startIndex", 1)
-    count = _int_param(params.get("count"), "count", MAX_RESULTS)
+    return await _search(request, tenant, context, params.get("filter"),
+                         params.get("startIndex"), params.get("count"),
+                         _shown(params.get("attributes"), params.get("excludedAttributes")))
+
+
+@router.post("/.search")
+@router.post("/Users/.search")
+async def search_users(request: Request, tenant: Tenant, context: Ctx) -> JSONResponse:
+    """The same listing with its parameters in a ``SearchRequest`` body (RFC 7644
+    §3.4.3); at the root it searches every resource type, and User is the only one."""
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise InvalidSyntaxException(detail="the body must be a JSON object")
+    return await _search(request, tenant, context, body.get("filter"),
+                         body.get("startIndex"), body.get("count"),
+                         _shown(body.get("attributes"), body.get("excludedAttributes")))
+
+
+async def _search(request: Request, tenant: ScimTenant, context: ApiContext,
+                  filter_text: Any, start_index: Any, count_text: Any,
+                  shown: ResponseParameters[Any] | None) -> JSONResponse:
+    start = _int_param(start_index, "startIndex", 1)
+    count = _int_param(count_text, "count", MAX_RESULTS)
     start, count = max(start, 1), min(max(count, 0), MAX_RESULTS)
     wanted = None
-    if params.get("filter"):
+    if filter_text:
         try:
-            wanted = ScimFilter[ScimUserModel](params["filter"])
+            wanted = ScimFilter[ScimUserModel](str(filter_text))
         except SCIMException:
             raise
         except (ValueError, ValidationError):
@@ -300,13 +332,14 @@ async def list_users(request: Request, tenant: Tenant, context: Ctx) -> JSONResp
         if wanted is None or wanted.match(model):
             matched.append((user, model))
     page = matched[start - 1: start - 1 + count]
-    listing = ListResponse[ScimUserModel](
-        total_results=len(matched), start_index=start, items_per_page=len(page),
-        resources=[ScimUserModel.model_validate(_out(request, u, m)) for u, m in page])
-    return scim_response(listing.model_dump(scim_ctx=Context.SEARCH_RESPONSE))
+    return scim_response({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": len(matched), "startIndex": start, "itemsPerPage": len(page),
+        "Resources": [_out(request, u, m, shown=shown) for u, m in page],
+    })
 
 
-def _int_param(value: str | None, name: str, default: int) -> int:
+def _int_param(value: Any, name: str, default: int) -> int:
     if value is None or value == "":
         return default
     try:
@@ -320,8 +353,6 @@ async def replace_user(user_id: str, request: Request, tenant: Tenant, context: 
                        ) -> JSONResponse:
     model = _validated(await _body(request), Context.RESOURCE_REPLACEMENT_REQUEST)
     user = await _run(_load, context, tenant, user_id)
-    if model.active is None:
-        model.active = user.active
     return await _write(request, context, tenant, user, model)
 
 
@@ -345,7 +376,6 @@ async def patch_user(user_id: str, request: Request, tenant: Tenant, context: Ct
                                              scim_ctx=Context.DEFAULT)
     except ValidationError as exc:
         raise _invalid(exc) from None
-    _person_email(model)
     return await _write(request, context, tenant, user, model)
 
 
@@ -377,8 +407,7 @@ async def _write(request: Request, context: ApiContext, tenant: ScimTenant, user
                  model: Any) -> JSONResponse:
     """Store the user's new state; a deactivation records the person's offboarding first
     (so a provider's retry after a crash offboards again, and collapses to the first)."""
-    active = model.active is not False
-    model.active = active
+    active = model.active is not False  # a removed ``active`` deactivates nobody
     headers: dict[str, str] = {}
     request_id = None
     if user.active and not active:
@@ -404,11 +433,15 @@ def _offboard(context: ApiContext, tenant: ScimTenant, user: ScimUser, model: An
     """Record (and send) the person offboarding of a deactivated or deleted user: every
     seat their address holds in the tenant's customer. Keyed by the user and how many
     times it was deactivated, so a replay collapses and a later deactivation is new."""
+    email = _person_email(model)
+    key = f"scim:{tenant.id}:{user.id}:{user.deactivations + 1}"
+    if email is None:
+        return _unidentifiable(context, tenant, user, key, reason)
     person = PersonInput(
-        email=_person_email(model),
+        email=email,
         customer_id=tenant.customer_id,
         customer_external_id=tenant.customer_external_id,
-        key=f"scim:{tenant.id}:{user.id}:{user.deactivations + 1}",
+        key=key,
         requested_by=f"scim:{tenant.id}",
         reason=f"{reason} ({user.user_name})",
     )
@@ -420,3 +453,43 @@ def _offboard(context: ApiContext, tenant: ScimTenant, user: ScimUser, model: An
     log.info("scim.user.offboarding", tenant_id=tenant.id, user_id=user.id,
              request_id=request_id)
     return request_id
+
+
+def _unidentifiable(context: ApiContext, tenant: ScimTenant, user: ScimUser, key: str,
+                    reason: str) -> str:
+    """A user with no address was deactivated: nothing can find their seats, so this is
+    recorded as a person request that needs review (listed by ``seat-revoker failed``),
+    never as done."""
+    now = utcnow()
+    row = {
+        "id": str(uuid.uuid4()), "idempotency_key": key, "kind": "person", "seat_id": None,
+        "mode": "organization",
+        "scope_customer_id": tenant.customer_id,
+        "scope_external_customer_id": tenant.customer_external_id,
+        "scope_all_customers": False,
+        "state": State.NEEDS_REVIEW.value, "finished_at": now,
+        "requested_by": f"scim:{tenant.id}", "reason": f"{reason} ({user.user_name})",
+        "outcome_detail": (f"SCIM user {user.id} ({user.user_name}) has no email address, "
+                           "the only thing that can find their seats: offboard them with "
+                           "`seat-revoker offboard --email …` and cancel this one"),
+        "sent_at": None,
+    }
+    (record, _created), = context.store.add_requests([row])
+    log.warning("scim.user.unidentifiable", tenant_id=tenant.id, user_id=user.id,
+                request_id=record.id)
+    return record.id
+
+
+READ_ONLY = re.compile(r"^(ServiceProviderConfig|ResourceTypes(/[^/]+)?|Schemas(/[^/]+)?)$")
+USERS = re.compile(r"^Users(/[^/]+)?$")
+
+
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                  include_in_schema=False)
+def unknown(path: str, request: Request, _: Tenant) -> Response:
+    """Anything else under /scim/v2 is a SCIM error (RFC 7644 §3.12), not FastAPI's: 405
+    for a method an endpoint does not take, 404 for no endpoint."""
+    if READ_ONLY.match(path) or USERS.match(path):
+        return error_response(Error(status=405, detail=f"{request.method} /{path} is not "
+                                                       "supported"))
+    raise NotFoundException(detail=f"no SCIM endpoint /{path}")
