@@ -13,7 +13,7 @@ from scim2_models import SCIMException
 from config.settings import Settings, load_settings
 from worker.api.context import ApiContext
 from worker.api.errors import UnhandledErrors, validation_failed
-from worker.api.routers import batches, dashboard, events, ops, revocations, scim
+from worker.api.routers import batches, dashboard, events, ops, people, revocations, scim
 from worker.api.security import SecurityHeaders, add_docs
 from worker.api.settings import ApiSettings
 from worker.logs import get_logger
@@ -28,8 +28,8 @@ DESCRIPTION = """
 Offboarding webhooks in, seat revocations out.
 
 * `POST /v1/events/offboarding`: Standard Webhooks signed events (secrets `WEBHOOK_SECRETS`).
-* `/v1/revocations`, `/v1/batches`: REST for producers and dashboards
-  (`Authorization: Bearer <API key>`, keys from `API_KEYS`).
+* `/v1/revocations`, `/v1/people` (a person: every seat in a scope), `/v1/batches`: REST
+  for producers and dashboards (`Authorization: Bearer <API key>`, keys from `API_KEYS`).
 * `/scim/v2`: SCIM 2.0 for identity providers (one tenant per Polar customer, token from
   `seat-revoker scim-tenant create`): deactivating or deleting a user offboards the person.
 * `/dashboard`: the ops page; `/metrics`, `/healthz`, `/readyz`: operations (`/readyz`
@@ -96,6 +96,6 @@ def create_app(
         )
     )
     app.state.metrics_registry = registry
-    for module in (events, revocations, batches, ops, dashboard, scim):
+    for module in (events, revocations, people, batches, ops, dashboard, scim):
         app.include_router(module.router)
     return app
