@@ -146,3 +146,25 @@ def test_rest_offboards_a_person_and_reports_the_seats(
     bad = client.post("/v1/people", json={"email": world["emails"]["bob"]}, headers=AUTH)
     assert bad.status_code == 422 and "exactly one scope" in bad.text
     assert client.post("/v1/people", json=body).status_code == 401
+
+
+def test_dashboard_shows_one_person_with_its_seats(
+    sandbox_reset: LocalStack, client: TestClient,
+) -> None:
+    stack = sandbox_reset
+    world = customer_with(stack, ["ada", "bob"])
+    created = client.post("/v1/people", headers=AUTH, json={
+        "email": world["emails"]["ada"], "customer_id": world["customer"]["id"]})
+    request_id = created.json()["request"]["request_id"]
+    stack.wait_terminal([request_id], timeout=60)
+    assert client.post("/dashboard/login", data={"api_key": API_KEY},
+                       follow_redirects=False).status_code == 303
+
+    page = client.get(f"/dashboard/people/{request_id}")
+    assert page.status_code == 200, page.text
+    assert world["emails"]["ada"] in page.text and "✓ verified" in page.text
+    for child in stack.producer.store.children_of(request_id):
+        assert child.id[:8] in page.text and child.seat_id[:8] in page.text
+    search = client.get("/dashboard", params={"q": world["emails"]["ada"]})
+    assert f"/dashboard/people/{request_id}" in search.text
+    assert client.get(f"/dashboard/people/{uuid.uuid4()}").status_code == 404
