@@ -79,9 +79,11 @@ class ScopeUnknown(Exception):
 
 
 def discover(
-    lists: SeatLists, scope: Scope, wanted: Occupant, *, share_in: str | None
+    lists: SeatLists, scope: Scope, wanted: Occupant, *, share_in: str | None, after: float
 ) -> list[Finding]:
-    """What every seat list in the scope says about the person (reads only)."""
+    """What every seat list in the scope says about the person (reads only). Listings and
+    seat lists are read at ``after`` (epoch seconds) or later: a read another person request
+    of the batch made since then is reused."""
     customer_id = scope.customer_id
     if customer_id is not None and not lists.customer_exists(customer_id, share_in=share_in):
         raise ScopeUnknown(f"Polar has no customer {customer_id}: check the scope")
@@ -95,10 +97,12 @@ def discover(
     kinds: tuple[ContainerKind, ...] = ("subscription", "order")
     for kind in kinds:
         for container_id, owner, seated in lists.containers(
-                kind, customer_id=customer_id, external_customer_id=None, share_in=share_in):
+                kind, customer_id=customer_id, external_customer_id=None, share_in=share_in,
+                after=after):
             if not seated:
                 continue
-            found = _judge_container(lists, kind, container_id, owner, wanted, share_in)
+            found = _judge_container(lists, kind, container_id, owner, wanted, share_in,
+                                     after)
             if found is not None:
                 findings.append(found)
     return findings
@@ -106,10 +110,10 @@ def discover(
 
 def _judge_container(
     lists: SeatLists, kind: ContainerKind, container_id: str, owner: str | None,
-    wanted: Occupant, share_in: str | None,
+    wanted: Occupant, share_in: str | None, after: float,
 ) -> Finding | None:
     container = {f"{kind}_id": container_id}
-    seats = lists.read(container, mode="organization", portal_token=None, share_in=share_in)
+    seats = lists.read_after(container, share_in=share_in, after=after)
     # The listing already named the subscription's/order's own customer: no lookup needed.
     context = IdentityContext(billing_customer_id=billing_customer_of(seats) or owner)
     resolved: str | None = None
@@ -165,12 +169,16 @@ def _step(
     bind_task_context(person=True, round=rounds)
     scope = Scope.of(claimed)
     wanted = Occupant.named_by(claimed)
-    # The first read is shared with the batch (or this run): the per-seat requests' guards
-    # reuse it. A later read must show what the children left, so it is made afresh.
-    share_in = (claimed.batch_id or claimed.id) if rounds == 1 else None
+    # Reads are shared with the batch (or this run), but only those started after what
+    # they must show: the first round, after the request was made; a later one, after its
+    # last child ended (so it shows what the children left). Plus the fleet's clock skew.
+    share_in = claimed.batch_id or claimed.id
+    since = max([claimed.created_at, *(c.finished_at for c in children if c.finished_at)])
+    after = since.timestamp() + rt.settings.clock_skew_seconds
     try:
         findings = _with_inline_retries(
-            rt, claimed, lambda: discover(rt.seat_lists, scope, wanted, share_in=share_in),
+            rt, claimed,
+            lambda: discover(rt.seat_lists, scope, wanted, share_in=share_in, after=after),
             sleep)
     except ScopeUnknown as unknown:
         return _finish(rt, claimed, PersonPlan(outcome=State.NEEDS_REVIEW, why=str(unknown)),

@@ -14,6 +14,7 @@ parsed list and its ``SeatIndex`` while the shared entry stays the same, so a ro
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -102,15 +103,30 @@ class SeatLists:
         value = json.loads(raw)
         return str(value) if value is not None else None
 
+    def read_after(
+        self, container: dict[str, str], *, share_in: str | None, after: float
+    ) -> list[CustomerSeat]:
+        """The seats of ``container`` as read at ``after`` (epoch seconds) or later: a read
+        another worker shared under ``share_in`` serves only if it started no earlier."""
+        (kind, ident), = container.items()
+        raw = self._fresh(f"{kind}:{ident}", share_in, after,
+                          lambda: self._fetch(container, "organization", None)
+                          .model_dump_json())
+        return SeatsList.model_validate_json(raw).seats
+
     def containers(
         self, kind: ContainerKind, *, customer_id: str | None,
-        external_customer_id: str | None, share_in: str | None,
+        external_customer_id: str | None, share_in: str | None, after: float | None = None,
     ) -> list[tuple[str, str | None, bool]]:
         """(id, billing customer id, may have seats) of every subscription or order in a
         scope (a customer by id or external id; the organization when both are ``None``).
-        A body whose ``seats`` is null or 0 is not seat-based: it has no seat list."""
-        raw = self._shared(
-            f"containers:{kind}:{customer_id or ''}:{external_customer_id or ''}", share_in,
+        A body whose ``seats`` is null or 0 is not seat-based: it has no seat list. With
+        ``after``, only a listing started at that time or later serves."""
+        name = f"containers:{kind}:{customer_id or ''}:{external_customer_id or ''}"
+        shared = (self._shared if after is None
+                  else lambda n, s, f: self._fresh(n, s, after, f))
+        raw = shared(
+            name, share_in,
             lambda: json.dumps([
                 [ref.id, ref.customer_id, getattr(ref, "seats", 1) not in (None, 0)]
                 for ref in self._polar.list_containers(
@@ -154,6 +170,34 @@ class SeatLists:
                     pipe.set(f"{key}:v", uuid.uuid4().hex, ex=self._ttl)
                     pipe.execute()
         return cached.decode() if isinstance(cached, bytes) else str(cached)
+
+    def _fresh(self, name: str, share_in: str | None, after: float,
+               fetch: Callable[[], str]) -> str:
+        """``fetch()``, or a value shared under ``share_in`` whose read started at ``after``
+        or later (epoch seconds, this host's clock; callers add the fleet's clock skew).
+        Many person requests of a batch that finish close together then share one
+        verification read instead of each making its own."""
+        if share_in is None:
+            return fetch()
+        key = self._key(share_in, f"fresh:{name}")
+
+        def usable(raw: bytes | str | None) -> str | None:
+            if raw is None:
+                return None
+            text = raw.decode() if isinstance(raw, bytes) else raw
+            at, _, value = text.partition("|")
+            return value if float(at) >= after else None
+
+        found = usable(self._redis.get(key))
+        if found is not None:
+            return found
+        with self._redis.lock(f"{key}:fill", timeout=30, blocking_timeout=30):
+            found = usable(self._redis.get(key))
+            if found is None:
+                started = time.time()
+                found = fetch()
+                self._redis.set(key, f"{started!r}|".encode() + found.encode(), ex=self._ttl)
+        return found
 
     def _key(self, share_in: str, name: str) -> str:
         return f"{self._prefix}:{share_in}:{name}"

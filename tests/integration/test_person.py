@@ -168,3 +168,38 @@ def test_cli_offboard_refuses_bad_input_and_records_nothing(sandbox_reset: Local
         assert result.returncode == 2 and result.stderr.startswith("error:"), result.stderr
     assert "exactly one scope" in no_scope.stderr and "name the person" in nobody.stderr
     assert stack.producer.store.count_by_state() == before
+
+
+class CountingPolar:
+    """Stands in for PolarClient's listing call (counts it)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def list_containers(self, kind: str, **_: Any) -> list[Any]:
+        from worker.polar import CustomerRef
+
+        self.calls += 1
+        return [CustomerRef(id=f"{kind}-{self.calls}", customer_id="c")]
+
+
+def test_shared_reads_serve_only_requests_that_may_see_them(redis_url: str) -> None:
+    import time as clock
+
+    from redis import Redis
+
+    from worker.seatlists import SeatLists
+
+    polar = CountingPolar()
+    lists = SeatLists(Redis.from_url(redis_url), f"t-{uuid.uuid4().hex}", polar)  # type: ignore[arg-type]
+    before = clock.time()
+
+    first = lists.containers("subscription", customer_id="c", external_customer_id=None,
+                             share_in="batch", after=before)
+    again = lists.containers("subscription", customer_id="c", external_customer_id=None,
+                             share_in="batch", after=before)
+    later = lists.containers("subscription", customer_id="c", external_customer_id=None,
+                             share_in="batch", after=clock.time() + 0.001)
+
+    assert first == again and polar.calls == 2, "a read older than `after` is not reused"
+    assert later[0][0] == "subscription-2"
