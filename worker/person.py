@@ -47,7 +47,7 @@ from worker.revocation import (
 )
 from worker.runtime import Runtime
 from worker.seatlists import SeatLists
-from worker.seatlock import SeatBusy, seat_lock
+from worker.seatlock import Heartbeat, SeatBusy, seat_lock
 
 log = get_logger("seat_revoker.person")
 
@@ -142,14 +142,15 @@ def run_person(
     """One pass over a person request; raises ``Deferred`` to come back later."""
     try:
         with seat_lock(rt.redis, rt.settings.redis_key("lock", "person", record.id),
-                       ttl=rt.settings.seat_lock_seconds):
-            return _step(rt, record, sleep)
+                       ttl=rt.settings.seat_lock_seconds) as heartbeat:
+            return _step(rt, record, sleep, heartbeat)
     except SeatBusy:
         raise Deferred(2.0 + random.random(), "another worker holds this person") from None
 
 
 def _step(
-    rt: Runtime, record: RevocationRequest, sleep: Callable[[float], None]
+    rt: Runtime, record: RevocationRequest, sleep: Callable[[float], None],
+    heartbeat: Heartbeat,
 ) -> RevocationRequest:
     current = rt.store.get(record.id)
     assert current is not None
@@ -166,6 +167,9 @@ def _step(
         final = rt.store.get(current.id)
         assert final is not None
         return final
+    # A discovery of a large scope may take longer than a lease: renewed while it runs.
+    heartbeat.also("lease", lambda: rt.store.renew_lease(claimed.id,
+                                                         until=_running_lease(rt)))
     bind_task_context(person=True, round=rounds)
     scope = Scope.of(claimed)
     wanted = Occupant.named_by(claimed)
