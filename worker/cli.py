@@ -499,8 +499,8 @@ def scim_tenant_list() -> None:
 
 @main.command()
 @click.argument("batch_id", required=False)
-@click.option("--person", help="A person request id, an email or an external id: every "
-                               "person request for it, with its seats.")
+@click.option("--person", help="A person request id, a SCIM user id, an email or an "
+                               "external id: every person request for it, with its seats.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
@@ -687,12 +687,16 @@ def demo(people: int, concurrency: int) -> None:
 
 
 def person_report_text(store: Store, person: str, fmt: str) -> tuple[str, int]:
-    """The person report of a request id, an email or an external id."""
+    """The person report of a request id, a SCIM user id, an email or an external id."""
     from worker import personreport
+    from worker.scimstore import scim_user
 
     record = store.get(person)
+    user = scim_user(store, person) if record is None else None
     if record is not None and record.kind == "person":
         parents = [record]
+    elif user is not None:  # a SCIM user: every offboarding its deactivations made
+        parents = store.person_requests(key_prefix=f"scim:{user.tenant_id}:{user.id}:")
     elif "@" in person:
         parents = store.person_requests(email=person)
     else:

@@ -74,6 +74,12 @@ def get_user(store: Store, tenant_id: str, user_id: str) -> ScimUser | None:
             ScimUser.deleted.is_(False)))
 
 
+def scim_user(store: Store, user_id: str) -> ScimUser | None:
+    """A user by id in any tenant (operators' reports; deleted ones too)."""
+    with store.session() as session:
+        return session.get(ScimUser, user_id)
+
+
 def tenant_users(store: Store, tenant_id: str) -> list[ScimUser]:
     """The tenant's users (not deleted), oldest first: the order list pages follow."""
     with store.session() as session:

@@ -614,9 +614,16 @@ class Store:
             return next((snapshot for snapshot in snapshots if snapshot), None)
 
     def person_requests(self, *, email: str | None = None, external_id: str | None = None,
-                        limit: int = 100) -> list[RevocationRequest]:
-        """Person requests naming this address (any case) or external id, newest first."""
+                        key_prefix: str | None = None, limit: int = 100
+                        ) -> list[RevocationRequest]:
+        """Person requests naming this address (any case) or external id, or whose
+        idempotency key starts with ``key_prefix``, newest first."""
         query = select(RevocationRequest).where(RevocationRequest.kind == "person")
+        if key_prefix is not None:
+            escaped = (key_prefix.replace("\\", "\\\\").replace("%", "\\%")
+                       .replace("_", "\\_"))
+            query = query.where(RevocationRequest.idempotency_key.like(escaped + "%",
+                                                                       escape="\\"))
         if email is not None:
             query = query.where(func.lower(RevocationRequest.occupant_email) == email.lower())
         if external_id is not None:

@@ -203,3 +203,33 @@ def test_shared_reads_serve_only_requests_that_may_see_them(redis_url: str) -> N
 
     assert first == again and polar.calls == 2, "a read older than `after` is not reused"
     assert later[0][0] == "subscription-2"
+
+
+def test_a_seat_assigned_while_the_seats_are_revoked_is_found_by_the_final_read(
+    sandbox_reset: LocalStack,
+) -> None:
+    import time as clock
+
+    stack = sandbox_reset
+    tag = uuid.uuid4().hex[:6]
+    customer = stack.control.create_customer(f"billing.{tag}@acme.test")
+    ada = f"ada.{tag}@acme.test"
+    first = stack.control.create_seats(
+        [{"subscription_id": str(uuid.uuid4()), "email": ada}],
+        owner_customer_id=customer["id"])
+    stack.control.add_fault(method="DELETE", latency_ms=700)  # keeps the children running
+    record = stack.producer.offboard(PersonInput(email=ada, customer_id=customer["id"])).record
+    deadline = clock.monotonic() + 30
+    while not stack.producer.store.children_of(record.id):
+        assert clock.monotonic() < deadline
+        clock.sleep(0.02)
+    late = stack.control.create_seats(  # assigned after discovery, before the final read
+        [{"subscription_id": str(uuid.uuid4()), "email": ada}],
+        owner_customer_id=customer["id"])
+
+    parent = stack.wait_terminal([record.id], timeout=60)[0]
+
+    assert parent.state == "revoked", parent.outcome_detail
+    assert parent.discovered["rounds"] == 3
+    assert [s["round"] for s in parent.discovered["seats"]] == [1, 2]
+    assert revoked_seats(stack) == sorted([first[0]["id"], late[0]["id"]])

@@ -57,20 +57,26 @@ def test_batch_rows_with_a_person_and_a_scope(sandbox_reset: LocalStack) -> None
     stack = sandbox_reset
     world = customer_with(stack, ["ada", "bob", "cy"])
     ext = world["customer"]["external_id"]
-    text = ("email,customer_external_id,all_customers,reason\n"
-            f"{world['emails']['ada']},{ext},,left\n"
-            f"{world['emails']['bob']},{ext},,left\n"
-            f"{world['emails']['ada']},{ext},,left\n")
+    cy_seat = next(seat for seat in map(stack.control.seat, world["seats"]["cy"])
+                   if seat["subscription_id"])
+    container = cy_seat["subscription_id"]
+    text = ("email,customer_external_id,all_customers,reason,subscription_id\n"
+            f"{world['emails']['ada']},{ext},,left,\n"
+            f"{world['emails']['bob']},{ext},,left,\n"
+            f"{world['emails']['ada']},{ext},,left,\n"
+            f"{world['emails']['cy']},,,moved team,{container}\n")
     parsed = parse_batch(text.encode(), fmt="csv", requested_by="hr")
-    assert parsed.duplicates == 1 and len(parsed.rows) == 2
+    assert parsed.duplicates == 1 and len(parsed.rows) == 3
 
     batch = stack.producer.submit_batch(parsed.requests, name="people")
     done = stack.wait_terminal(batch.request_ids, timeout=90)
 
-    assert [r.state for r in done] == ["revoked", "revoked"], [r.outcome_detail for r in done]
-    assert all(r.kind == "person" and r.batch_id == batch.batch_id for r in done)
-    assert revoked(stack) == sorted(world["seats"]["ada"] + world["seats"]["bob"])
-    assert stack.producer.store.count_by_state(batch.batch_id) == {"revoked": 2}
+    assert [r.state for r in done] == ["revoked"] * 3, [r.outcome_detail for r in done]
+    assert [r.kind for r in done] == ["person", "person", "seat"]
+    assert all(r.batch_id == batch.batch_id for r in done)
+    assert revoked(stack) == sorted(world["seats"]["ada"] + world["seats"]["bob"]
+                                    + [cy_seat["id"]])
+    assert stack.producer.store.count_by_state(batch.batch_id) == {"revoked": 3}
 
 
 def test_batch_refuses_rows_mixing_person_and_seat_columns() -> None:

@@ -140,6 +140,17 @@ def test_okta_and_entra_deactivation_revoke_every_seat_of_the_user(
     assert back.status_code == 200 and back.json()["active"] is True
     assert "not re-assigned" in back.headers["Seat-Revoker-Notice"]
 
+    # The proof, by SCIM user id: every seat, its revocation, who asked.
+    report = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "report", "--person", ids["entra"], "--format",
+         "json"], env={**os.environ, **stack.env}, capture_output=True, text=True,
+        timeout=120)
+    assert report.returncode == 0, report.stderr
+    (proof,) = json.loads(report.stdout)
+    assert proof["verified"] is True and proof["requested_by"].startswith("scim:")
+    assert sorted(seat["seat_id"] for seat in proof["seats"]) == world["seats"]["entra"]
+    assert all(seat["state"] == "revoked" and seat["revoked_at"] for seat in proof["seats"])
+
 
 def test_put_and_delete_offboard_and_filters_find_users(
     sandbox_reset: LocalStack, client: TestClient,
