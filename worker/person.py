@@ -5,7 +5,8 @@ through a child request, and finish once a fresh read shows none left.
       │ person lock (one worker per person request at a time)
       │ children in flight? → wait (a Celery retry in a second or two; no Polar call)
       │ discover: the scope's subscriptions and orders → their seat lists → ``Finding``s
-      │           (round 1 shares reads per batch/run; later rounds read afresh)
+      │           (shared per batch/run, but only reads started after what they must
+      │           show: the request; in later rounds, the end of its last child)
       │ ``plan_person``: children to create (guarded per-seat requests) / wait / outcome
       ▼
     outcome stored with what was found; the children carry each seat's own proof
@@ -85,11 +86,12 @@ def discover(
     seat lists are read at ``after`` (epoch seconds) or later: a read another person request
     of the batch made since then is reused."""
     customer_id = scope.customer_id
-    if customer_id is not None and not lists.customer_exists(customer_id, share_in=share_in):
+    if customer_id is not None and not lists.customer_exists(customer_id, share_in=share_in,
+                                                             after=after):
         raise ScopeUnknown(f"Polar has no customer {customer_id}: check the scope")
     if scope.external_customer_id is not None:
         customer_id = lists.customer_by_external_id(scope.external_customer_id,
-                                                    share_in=share_in)
+                                                    share_in=share_in, after=after)
         if customer_id is None:
             raise ScopeUnknown(f"Polar has no customer with external id "
                                f"{scope.external_customer_id!r}: check the scope")
@@ -120,13 +122,14 @@ def _judge_container(
     if wanted.external_id and not wanted.member_id and context.billing_customer_id:
         # A member's external id may be missing from a seat body; the members API has it.
         members = lists.members_by_external_id(context.billing_customer_id,
-                                               wanted.external_id, share_in=share_in)
+                                               wanted.external_id, share_in=share_in,
+                                               after=after)
         if len(members) == 1:
             resolved = members[0]
             wanted = replace(wanted, member_id=resolved)
     if wanted.external_id and needs_external_lookup(seats, wanted, context):
         context = replace(context, external_customer=lists.customer_by_external_id(
-            wanted.external_id, share_in=share_in))
+            wanted.external_id, share_in=share_in, after=after))
     decision = locate_in(lists.index_of(seats, context.billing_customer_id), wanted, context)
     if decision.verdict is Verdict.PROCEED and decision.seat is not None:
         return Finding("holds", kind, container_id, decision.seat.id, member_id=resolved)
@@ -177,7 +180,9 @@ def _step(
     # they must show: the first round, after the request was made; a later one, after its
     # last child ended (so it shows what the children left). Plus the fleet's clock skew.
     share_in = claimed.batch_id or claimed.id
-    since = max([claimed.created_at, *(c.finished_at for c in children if c.finished_at)])
+    since = max([claimed.created_at, *([claimed.window_started_at]
+                                        if claimed.window_started_at else []),
+                 *(c.finished_at for c in children if c.finished_at)])
     after = since.timestamp() + rt.settings.clock_skew_seconds
     try:
         findings = _with_inline_retries(
@@ -196,7 +201,11 @@ def _step(
         return _record_failure(rt, claimed, error, _plan(rt, claimed, error,
                                                         inline_attempt=rt.policy.inline_attempts))
     states = {_seat_of(child): State(child.state) for child in children}
-    plan = plan_person(findings, states, rounds=rounds)
+    # A manual retry opens a new window: the rounds limit counts from there.
+    window = claimed.window_started_at.isoformat() if claimed.window_started_at else None
+    in_window = (int(known.get("rounds_in_window", 0)) + 1
+                 if known.get("window") == window else 1)
+    plan = plan_person(findings, states, rounds=in_window)
     log.info("person.discovered", round=rounds, scope=scope.describe(),
              held=sum(f.kind == "holds" for f in findings),
              review=sum(f.kind == "review" for f in findings), new=len(plan.create))
@@ -204,21 +213,23 @@ def _step(
     if plan.outcome is None:
         rt.store.update(
             claimed.id, state=State.RETRYING,
-            discovered=_discovered(known, rounds, findings, created),
+            discovered=_discovered(known, rounds, findings, created,
+                                   window=(window, in_window)),
             event_detail={"round": rounds, "seats_found": len(plan.create)},
             lease_expires_at=_retry_lease(rt, WAIT_SECONDS))
         raise Deferred(WAIT_SECONDS + random.random() * 0.5, "waiting for the seats' requests")
-    return _finish(rt, claimed, plan, known, rounds, findings)
+    return _finish(rt, claimed, plan, known, rounds, findings, window=(window, in_window))
 
 
 def _finish(rt: Runtime, record: RevocationRequest, plan: PersonPlan, known: dict[str, Any],
-            rounds: int, findings: list[Finding]) -> RevocationRequest:
+            rounds: int, findings: list[Finding],
+            window: tuple[str | None, int] | None = None) -> RevocationRequest:
     assert plan.outcome is not None
     updated = rt.store.update(
         record.id, state=plan.outcome, outcome_detail=plan.why, last_error=None,
         end_state_verified=plan.verified,
         verified_at=utcnow() if plan.verified is not None else None,
-        discovered=_discovered(known, rounds, findings, [], final=True),
+        discovered=_discovered(known, rounds, findings, [], final=True, window=window),
         event_detail={"reason": plan.why, "round": rounds})
     event = f"person.{plan.outcome}"
     if plan.outcome in (State.NEEDS_REVIEW, State.FAILED):
@@ -234,7 +245,8 @@ def _seat_of(child: RevocationRequest) -> str:
 
 
 def _discovered(known: dict[str, Any], rounds: int, findings: list[Finding],
-                created: list[tuple[Finding, str]], *, final: bool = False) -> dict[str, Any]:
+                created: list[tuple[Finding, str]], *, final: bool = False,
+                window: tuple[str | None, int] | None = None) -> dict[str, Any]:
     """The record of what each round found (JSON): seats with the child made for each."""
     seats: list[dict[str, Any]] = list(known.get("seats", []))
     for finding, child_id in created:
@@ -242,7 +254,10 @@ def _discovered(known: dict[str, Any], rounds: int, findings: list[Finding],
     reads: list[dict[str, Any]] = list(known.get("reads", []))
     reads.append({"round": rounds, "at": utcnow().isoformat(), "final": final,
                   "found": [f.to_json() for f in findings]})
-    return {"rounds": rounds, "seats": seats, "reads": reads}
+    since, in_window = window if window is not None else (known.get("window"),
+                                                           known.get("rounds_in_window", 0))
+    return {"rounds": rounds, "seats": seats, "reads": reads, "window": since,
+            "rounds_in_window": in_window}
 
 
 def child_key(parent_id: str, seat_id: str) -> str:

@@ -94,10 +94,11 @@ class SeatLists:
         value = json.loads(raw)
         return str(value) if value is not None else None
 
-    def customer_by_external_id(self, external_id: str, *, share_in: str | None) -> str | None:
+    def customer_by_external_id(self, external_id: str, *, share_in: str | None,
+                                after: float | None = None) -> str | None:
         """The customer with this external id (``None``: Polar has none)."""
-        raw = self._shared(
-            f"external:{external_id}", share_in,
+        raw = self._read(
+            f"external:{external_id}", share_in, after,
             lambda: json.dumps(self._polar.customer_by_external_id(external_id)),
         )
         value = json.loads(raw)
@@ -123,10 +124,8 @@ class SeatLists:
         A body whose ``seats`` is null or 0 is not seat-based: it has no seat list. With
         ``after``, only a listing started at that time or later serves."""
         name = f"containers:{kind}:{customer_id or ''}:{external_customer_id or ''}"
-        shared = (self._shared if after is None
-                  else lambda n, s, f: self._fresh(n, s, after, f))
-        raw = shared(
-            name, share_in,
+        raw = self._read(
+            name, share_in, after,
             lambda: json.dumps([
                 [ref.id, ref.customer_id, getattr(ref, "seats", 1) not in (None, 0)]
                 for ref in self._polar.list_containers(
@@ -137,21 +136,30 @@ class SeatLists:
                 for ident, owner, seated in json.loads(raw)]
 
     def members_by_external_id(
-        self, customer_id: str, external_id: str, *, share_in: str | None
+        self, customer_id: str, external_id: str, *, share_in: str | None,
+        after: float | None = None,
     ) -> list[str]:
         """Ids of the customer's members with this external id (the members list is read
         once per customer and ``share_in``)."""
-        raw = self._shared(
-            f"members:{customer_id}", share_in,
+        raw = self._read(
+            f"members:{customer_id}", share_in, after,
             lambda: json.dumps([[m.id, m.external_id]
                                 for m in self._polar.list_members(customer_id)]),
         )
         return [str(ident) for ident, ext in json.loads(raw) if ident and ext == external_id]
 
-    def customer_exists(self, customer_id: str, *, share_in: str | None) -> bool:
-        raw = self._shared(f"customer:{customer_id}", share_in,
-                           lambda: json.dumps(self._polar.customer_exists(customer_id)))
+    def customer_exists(self, customer_id: str, *, share_in: str | None,
+                        after: float | None = None) -> bool:
+        raw = self._read(f"customer:{customer_id}", share_in, after,
+                         lambda: json.dumps(self._polar.customer_exists(customer_id)))
         return bool(json.loads(raw))
+
+    def _read(self, name: str, share_in: str | None, after: float | None,
+              fetch: Callable[[], str]) -> str:
+        """``_shared``, or with ``after`` only a read started then or later (``_fresh``)."""
+        if after is None:
+            return self._shared(name, share_in, fetch)
+        return self._fresh(name, share_in, after, fetch)
 
     def _shared(self, name: str, share_in: str | None, fetch: Callable[[], str]) -> str:
         """``fetch()`` once per ``share_in`` (a batch id) across every worker; uncached

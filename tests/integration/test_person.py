@@ -233,3 +233,22 @@ def test_a_seat_assigned_while_the_seats_are_revoked_is_found_by_the_final_read(
     assert parent.discovered["rounds"] == 3
     assert [s["round"] for s in parent.discovered["seats"]] == [1, 2]
     assert revoked_seats(stack) == sorted([first[0]["id"], late[0]["id"]])
+
+
+def test_a_person_request_needing_review_can_be_retried_once_fixed(
+    sandbox_reset: LocalStack,
+) -> None:
+    stack = sandbox_reset
+    tag = uuid.uuid4().hex[:6]
+    ada = f"ada.{tag}@acme.test"
+    parent = offboard(stack, email=ada, customer_external_id=f"LATER-{tag}")
+    assert parent.state == "needs_review"
+
+    customer = stack.control.create_customer(f"b.{tag}@acme.test", external_id=f"LATER-{tag}")
+    seat = stack.control.create_seats([{"subscription_id": str(uuid.uuid4()), "email": ada}],
+                                      owner_customer_id=customer["id"])[0]
+    stack.producer.retry(parent.id)
+    again = stack.wait_terminal([parent.id], timeout=60)[0]
+
+    assert again.state == "revoked", again.outcome_detail
+    assert revoked_seats(stack) == [seat["id"]]
