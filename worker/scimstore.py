@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from worker.models import ScimTenant, ScimUser, utcnow
@@ -80,13 +80,19 @@ def scim_user(store: Store, user_id: str) -> ScimUser | None:
         return session.get(ScimUser, user_id)
 
 
-def tenant_users(store: Store, tenant_id: str) -> list[ScimUser]:
-    """The tenant's users (not deleted), oldest first: the order list pages follow."""
+def tenant_users(store: Store, tenant_id: str, *, user_name: str | None = None,
+                 external_id: str | None = None) -> list[ScimUser]:
+    """The tenant's users (not deleted), oldest first: the order list pages follow.
+    ``user_name`` (any case) and ``external_id`` narrow the read in the database (the
+    caller still applies the whole filter)."""
+    query = select(ScimUser).where(ScimUser.tenant_id == tenant_id,
+                                   ScimUser.deleted.is_(False))
+    if user_name is not None:
+        query = query.where(func.lower(ScimUser.user_name) == user_name.lower())
+    if external_id is not None:
+        query = query.where(ScimUser.external_id == external_id)
     with store.session() as session:
-        return list(session.scalars(
-            select(ScimUser)
-            .where(ScimUser.tenant_id == tenant_id, ScimUser.deleted.is_(False))
-            .order_by(ScimUser.created_at, ScimUser.id)))
+        return list(session.scalars(query.order_by(ScimUser.created_at, ScimUser.id)))
 
 
 def add_user(store: Store, tenant_id: str, user_id: str, user_name: str,

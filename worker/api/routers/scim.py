@@ -47,6 +47,7 @@ from scim2_models import (
     UniquenessException,
     User,
 )
+from scim2_models.path.expressions import CompareOperator, Comparison, FilterNode
 from starlette.concurrency import run_in_threadpool
 
 from worker.api.context import ApiContext, get_context
@@ -325,7 +326,8 @@ async def _search(request: Request, tenant: ScimTenant, context: ApiContext,
             raise
         except (ValueError, ValidationError):
             raise InvalidFilterException(detail="the filter cannot be parsed") from None
-    users = await _run(tenant_users, context.store, tenant.id)
+    users = await _run(tenant_users, context.store, tenant.id,
+                       **(_narrowing(wanted.ast) if wanted is not None else {}))
     matched = []
     for user in users:
         model = _model(user)
@@ -337,6 +339,20 @@ async def _search(request: Request, tenant: ScimTenant, context: ApiContext,
         "totalResults": len(matched), "startIndex": start, "itemsPerPage": len(page),
         "Resources": [_out(request, u, m, shown=shown) for u, m in page],
     })
+
+
+def _narrowing(node: FilterNode) -> dict[str, str]:
+    """What the database can select before the filter is applied to each user: the
+    ``userName eq`` and ``externalId eq`` that providers look users up by."""
+    if (isinstance(node, Comparison) and node.op is CompareOperator.eq
+            and isinstance(node.value, str) and node.attr_path.sub_attr is None
+            and node.attr_path.uri in (None, User.__schema__)):
+        name = node.attr_path.attr.lower()
+        if name == "username":
+            return {"user_name": node.value}
+        if name == "externalid":
+            return {"external_id": node.value}
+    return {}
 
 
 def _int_param(value: Any, name: str, default: int) -> int:
