@@ -252,3 +252,38 @@ def test_a_person_request_needing_review_can_be_retried_once_fixed(
 
     assert again.state == "revoked", again.outcome_detail
     assert revoked_seats(stack) == [seat["id"]]
+
+
+@pytest.mark.parametrize("by", ["email", "external_id"])
+def test_legacy_organization_person_by_address_or_external_id(
+    sandbox_reset: LocalStack, by: str,
+) -> None:
+    """Member model off, seats from before March 2026: no member, no email on the seat; the
+    address is only in customer_email and the external id only on the holder's own
+    customer."""
+    stack = sandbox_reset
+    stack.control.configure(member_model_enabled=False)
+    tag = uuid.uuid4().hex[:6]
+    billing = stack.control.create_customer(f"billing.{tag}@acme.test")
+    ada, bob = f"ada.{tag}@acme.test", f"bob.{tag}@acme.test"
+    specs = [{"subscription_id": sub, "email": email, "external_id": f"E-{email[:3]}-{tag}",
+              "variant": "legacy_before_2026_03"}
+             for sub in (str(uuid.uuid4()), str(uuid.uuid4())) for email in (ada, bob)]
+    seats = stack.control.create_seats(specs, owner_customer_id=billing["id"])
+    assert all(s["email"] is None and s["member"] is None for s in seats)
+    person = {"email": ada} if by == "email" else {"external_id": f"E-ada-{tag}"}
+
+    parent = offboard(stack, customer_id=billing["id"], **person)
+
+    assert parent.state == "revoked", parent.outcome_detail
+    assert revoked_seats(stack) == sorted(s["id"] for s in seats if s["customer_email"] == ada)
+
+
+def test_whole_organization_scope_reaches_every_customer(sandbox_reset: LocalStack) -> None:
+    stack = sandbox_reset
+    world = estate(stack, uuid.uuid4().hex[:6])
+
+    parent = offboard(stack, email=world["ada"], all_customers=True)
+
+    assert parent.state == "revoked", parent.outcome_detail
+    assert revoked_seats(stack) == sorted([*world["ada_seats"], world["elsewhere"]])
