@@ -36,6 +36,7 @@ from worker.occupant import (
 from worker.outcomes import State
 from worker.personplan import Finding, PersonPlan, plan_person
 from worker.polar import ContainerKind, PolarError
+from worker.producer import NotSent, Producer
 from worker.ratelimit import ThrottleWait
 from worker.revocation import (
     Deferred,
@@ -297,12 +298,11 @@ def _create_children(
     return [(f, r.id) for f, (r, _) in zip(found, recorded, strict=True)]
 
 
-_producers: dict[int, Any] = {}
+# One per runtime (per worker process): its broker connection publishes the children.
+_producers: dict[int, Producer] = {}
 
 
 def _send(rt: Runtime, request_ids: list[str]) -> None:
-    from worker.producer import NotSent, Producer
-
     producer = _producers.get(id(rt))
     if producer is None:
         producer = _producers[id(rt)] = Producer(rt.settings, store=rt.store, role="worker")
