@@ -213,7 +213,7 @@ def test_another_tenants_token_sees_nothing_of_this_tenant(
 
 
 def test_scim_errors_are_scim_bodies_with_their_scim_type(
-    sandbox_reset: LocalStack, client: TestClient,
+    sandbox_reset: LocalStack, client: TestClient, capsys: pytest.CaptureFixture[str],
 ) -> None:
     stack = sandbox_reset
     token = tenant_token(stack, str(uuid.uuid4()))
@@ -250,6 +250,10 @@ def test_scim_errors_are_scim_bodies_with_their_scim_type(
         if scim_type is not None or status != 400:
             assert body.get("scimType") == scim_type, body
     assert token not in json.dumps([c[0].text for c in cases])
+    logged = capsys.readouterr()
+    assert "scim.auth_failed" in logged.out + logged.err
+    assert token not in logged.out + logged.err and "srscim_wrong" not in logged.out
+    assert token not in stack.logs()
 
 
 def test_cli_creates_a_tenant_and_shows_its_token_once(sandbox_reset: LocalStack,

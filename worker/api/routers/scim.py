@@ -110,6 +110,8 @@ async def tenant_of(request: Request, context: Annotated[ApiContext, Depends(get
     if scheme.lower() == "bearer" and token.strip():
         tenant = await run_in_threadpool(tenant_by_token, context.store, token.strip())
     if tenant is None:
+        log.warning("scim.auth_failed", client=request.client.host if request.client else None,
+                    path=request.url.path)  # never the token
         raise UnauthorizedException(detail="a SCIM tenant's bearer token is required")
     return tenant
 
