@@ -155,6 +155,10 @@ def test_cli_offboard_wait_and_person_report(sandbox_reset: LocalStack) -> None:
     as_json = json.loads(cli(stack, "report", "--person", world["ada"], "--format",
                              "json").stdout)
     assert as_json[0]["verified"] is True and len(as_json[0]["seats"]) == 4
+    status = cli(stack, "status", as_json[0]["request_id"])
+    assert status.returncode == 0, status.stderr
+    assert "person: every seat in customer" in status.stdout
+    assert all(seat in status.stdout for seat in world["ada_seats"])
 
 
 def test_cli_offboard_refuses_bad_input_and_records_nothing(sandbox_reset: LocalStack) -> None:
