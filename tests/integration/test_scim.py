@@ -106,6 +106,10 @@ def test_okta_and_entra_deactivation_revoke_every_seat_of_the_user(
         assert "password" not in created.json()
         ids[name] = created.json()["id"]
     assert revoked(stack) == [], "creating a user assigns and revokes nothing"
+    with stack.producer.store.engine.connect() as conn:
+        from sqlalchemy import text
+        kept = [row[0] for row in conn.execute(text("SELECT resource FROM scim_users"))]
+    assert kept and "never-kept-1!" not in json.dumps(kept, default=str), "no password"
 
     # Okta: a path-less replace with a value object.
     okta = client.patch(f"/scim/v2/Users/{ids['okta']}", headers=auth, json={

@@ -222,9 +222,11 @@ def _shown(attributes: Any, excluded: Any) -> ResponseParameters[Any] | None:
 
 
 def _stored(model: Any) -> dict[str, Any]:
-    """What is kept of a resource: everything but id and meta (computed on the way out)."""
+    """What is kept of a resource: everything but id and meta (computed on the way out)
+    and the password a provider may send (never stored: nothing here signs anyone in)."""
     model.id = None
     model.meta = None
+    model.password = None
     data: dict[str, Any] = model.model_dump(scim_ctx=Context.DEFAULT)
     return data
 
