@@ -36,7 +36,7 @@ from worker.occupant import (
 from worker.outcomes import State
 from worker.personplan import Finding, PersonPlan, plan_person
 from worker.polar import ContainerKind, PolarError
-from worker.producer import NotSent, Producer
+from worker.producer import PUBLISH_ERRORS, NotSent, Producer
 from worker.ratelimit import ThrottleWait
 from worker.revocation import (
     Deferred,
@@ -54,7 +54,9 @@ from worker.seatlock import Heartbeat, SeatBusy, seat_lock
 log = get_logger("seat_revoker.person")
 
 PERSON = "person"
-WAIT_SECONDS = 1.5  # between looks at the children while they run
+# Between looks at the children while they run; the last child to end also sends the
+# person request at once (``nudge_parent``), so this is the safety net.
+WAIT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -298,15 +300,31 @@ def _create_children(
     return [(f, r.id) for f, (r, _) in zip(found, recorded, strict=True)]
 
 
+def nudge_parent(rt: Runtime, parent_id: str) -> None:
+    """A seat request of a person ended: if it was the last one running, run the person
+    request now instead of at its next look (``WAIT_SECONDS``). A second message for it is
+    harmless: the person lock and the terminal check make extra runs no-ops."""
+    if any(not State(child.state).is_terminal for child in rt.store.children_of(parent_id)):
+        return
+    try:
+        _producer(rt).publish([parent_id])
+    except PUBLISH_ERRORS as exc:  # its own retry still comes
+        log.warning("person.nudge_failed", parent_id=parent_id, error=type(exc).__name__)
+
+
+def _producer(rt: Runtime) -> Producer:
+    producer = _producers.get(id(rt))
+    if producer is None:
+        producer = _producers[id(rt)] = Producer(rt.settings, store=rt.store, role="worker")
+    return producer
+
+
 # One per runtime (per worker process): its broker connection publishes the children.
 _producers: dict[int, Producer] = {}
 
 
 def _send(rt: Runtime, request_ids: list[str]) -> None:
-    producer = _producers.get(id(rt))
-    if producer is None:
-        producer = _producers[id(rt)] = Producer(rt.settings, store=rt.store, role="worker")
     try:
-        producer.send(request_ids)
+        _producer(rt).send(request_ids)
     except NotSent as error:  # recorded: the scheduler sends them
         log.warning("person.children_not_sent", unsent=len(error.unsent), error=error.cause)

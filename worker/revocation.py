@@ -115,6 +115,10 @@ def run_revocation(
         result = _run(rt, record, sleep)
     if State(result["outcome"]).is_terminal:
         rt.forget_portal_token(record.portal_token_ref)  # of no use any more
+        if record.parent_id:
+            from worker.person import nudge_parent
+
+            nudge_parent(rt, record.parent_id)
     if admission.probe:
         # Polar answered this request without a fleet-wide fault (that raises ``Paused``).
         info = rt.pause.get(rt.pause_scope)
