@@ -21,14 +21,21 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from worker.requests import RevocationInput
+from worker.requests import PersonInput, RevocationInput
 
 Format = Literal["csv", "jsonl", "json"]
 COLUMNS = (
     "seat_id", "subscription_id", "order_id", "email", "member_id", "customer_id",
     "external_id", "reason", "key", "effective_at", "guard", "priority",
+    "customer_external_id", "all_customers",
 )
 # ``priority`` is optional: ``urgent`` or ``bulk`` (empty: bulk, a batch's default lane).
+# A row with no seat, subscription or order is a person row (``PersonInput``): the person
+# (email, external_id, member_id) and a scope — ``customer_id`` is then the customer the
+# person belongs to (not the person's own customer), or ``customer_external_id``, or
+# ``all_customers`` true. The worker finds the person's seats in that scope.
+PERSON_ONLY = ("customer_external_id", "all_customers")
+SEAT_ONLY = ("guard",)
 # ``guard`` is optional: empty means the default (guarded); ``false`` revokes a bare seat id
 # without the occupant check. Text cells accept true/false, yes/no, 1/0 (any case).
 _BOOLEAN_TEXT = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -38,7 +45,8 @@ MAX_MESSAGE = 300  # characters of one problem's text (values in it are clipped)
 # Fields compared to tell an identical duplicate row from a conflicting one.
 CONTENT_FIELDS = (
     "seat_id", "subscription_id", "order_id", "email", "member_id", "customer_id",
-    "external_id", "mode", "reason", "effective_at", "guard",
+    "external_id", "mode", "reason", "effective_at", "guard", "customer_external_id",
+    "all_customers",
 )
 
 
@@ -71,10 +79,13 @@ class BatchFileError(ValueError):
         super().__init__(f"invalid batch file ({len(errors)} problem{plural}):\n{shown}{tail}")
 
 
+Request = RevocationInput | PersonInput
+
+
 @dataclass(frozen=True)
 class BatchRow:
     line: int
-    request: RevocationInput
+    request: Request
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ class ParsedBatch:
     duplicates: int  # identical rows dropped because an earlier row was the same request
 
     @property
-    def requests(self) -> list[RevocationInput]:
+    def requests(self) -> list[Request]:
         return [row.request for row in self.rows]
 
 
@@ -141,18 +152,19 @@ def parse_batch(
     return ParsedBatch(rows, duplicates)
 
 
-def content_of(request: RevocationInput) -> dict[str, Any]:
+def content_of(request: Request) -> dict[str, Any]:
     """What a row asks for, normalised as its idempotency key is (email case-folded)."""
-    data = {name: getattr(request, name) for name in CONTENT_FIELDS}
+    data = {name: getattr(request, name, None) for name in CONTENT_FIELDS}
+    data["kind"] = "person" if isinstance(request, PersonInput) else "seat"
     if data["email"]:
         data["email"] = data["email"].casefold()
     return data
 
 
-def differing_content(first: RevocationInput, second: RevocationInput) -> list[str]:
+def differing_content(first: Request, second: Request) -> list[str]:
     """The fields in which two requests with one idempotency key differ (empty: the same)."""
     a, b = content_of(first), content_of(second)
-    return [name for name in CONTENT_FIELDS if a[name] != b[name]]
+    return [name for name in (*CONTENT_FIELDS, "kind") if a[name] != b[name]]
 
 
 def _shown(value: object) -> str:
@@ -165,7 +177,7 @@ def _shown(value: object) -> str:
     return clip(repr(value), 60)
 
 
-def _conflict_text(first: BatchRow, request: RevocationInput, differing: list[str]) -> str:
+def _conflict_text(first: BatchRow, request: Request, differing: list[str]) -> str:
     if request.key:
         same = f"key {clip(repr(request.key), 60)} is also used on line {first.line}"
         fix = "give each row its own key, or remove one of them"
@@ -173,8 +185,8 @@ def _conflict_text(first: BatchRow, request: RevocationInput, differing: list[st
         same = f"same seat and person as line {first.line} (so the same request)"
         fix = "remove one of them, or give them distinct keys"
     changes = "; ".join(
-        f"{name} {_shown(getattr(first.request, name))} there, "
-        f"{_shown(getattr(request, name))} here"
+        f"{name} {_shown(content_of(first.request)[name])} there, "
+        f"{_shown(content_of(request)[name])} here"
         for name in differing
     )
     return f"{same} with different content, so one would be skipped ({fix}): {changes}"
@@ -263,7 +275,7 @@ def _json_records(text: str, errors: list[LineError]) -> Iterator[tuple[int, dic
 
 def _validate(
     line: int, record: dict[str, Any], errors: list[LineError], requested_by: str | None
-) -> RevocationInput | None:
+) -> Request | None:
     unknown = sorted(set(record) - set(COLUMNS))
     if unknown:
         errors.append(LineError(line, f"unknown field(s) {', '.join(map(repr, unknown))}"))
@@ -277,16 +289,26 @@ def _validate(
     if nul:
         errors.append(LineError(line, f"{nul[0]}: contains a NUL character"))
         return None
-    guard = values.get("guard")
-    if isinstance(guard, str):
-        if guard.lower() not in _BOOLEAN_TEXT:
-            errors.append(LineError(line, f"guard: {guard!r} is not true or false"))
+    for flag in ("guard", "all_customers"):
+        value = values.get(flag)
+        if isinstance(value, str):
+            if value.lower() not in _BOOLEAN_TEXT:
+                errors.append(LineError(line, f"{flag}: {value!r} is not true or false"))
+                return None
+            values[flag] = _BOOLEAN_TEXT[value.lower()]
+        elif value is not None and not isinstance(value, bool):
+            errors.append(LineError(line, f"{flag}: must be true or false"))
             return None
-        values["guard"] = _BOOLEAN_TEXT[guard.lower()]
-    elif guard is not None and not isinstance(guard, bool):
-        errors.append(LineError(line, "guard: must be true or false"))
+    person = not any(values.get(name) for name in ("seat_id", "subscription_id", "order_id"))
+    wrong = [name for name in (SEAT_ONLY if person else PERSON_ONLY) if name in values]
+    if wrong:
+        what = ("a person row (no seat, subscription or order)" if person
+                else "a seat row: only person rows (no seat, subscription or order) take it")
+        errors.append(LineError(line, f"{wrong[0]}: not for {what}"))
         return None
     try:
+        if person:
+            return PersonInput(requested_by=requested_by, **values)
         return RevocationInput(requested_by=requested_by, **values)
     except ValidationError as exc:
         for error in exc.errors():

@@ -514,19 +514,147 @@ def find_batch(store: Store, text: str) -> str:
 
 
 @main.command()
-@click.argument("batch_id")
+@click.option("--email", help="Email of the person leaving.")
+@click.option("--external-id", help="The person's external id (your HR id).")
+@click.option("--member-id", help="The person's Polar member id.")
+@click.option("--customer-id", help="Scope: the Polar customer (id) the person belongs to.")
+@click.option("--customer-external-id", help="Scope: the Polar customer, by its external id.")
+@click.option("--all-customers", is_flag=True,
+              help="Scope: every customer of the organization (said explicitly).")
+@click.option("--key", help="Idempotency key (default: derived from person and scope).")
+@click.option("--effective-at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S",
+                                                     "%Y-%m-%d"]),
+              help="Offboard at this time (UTC unless an offset is given).")
+@click.option("--reason", help="Why, kept with the record.")
+@click.option("--wait", is_flag=True, help="Block until every seat found has its outcome.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="With --wait: give up waiting after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the person report as JSON.")
+def offboard(wait: bool, timeout: float, as_json: bool, effective_at: datetime | None,
+             **fields: Any) -> None:
+    """Offboard a person: find every seat they hold in the scope and revoke each.
+
+    Prints the request id. With --wait, prints each seat found and its outcome; exits 0
+    for revoked, already_revoked and no_active_seat, 1 for failed or needs_review, 3 on
+    timeout.
+    """
+    from worker.personreport import person_report
+    from worker.producer import PersonInput, Producer
+
+    settings = load_settings()
+    try:
+        person = PersonInput(requested_by="cli", effective_at=utc(effective_at), **fields)
+    except ValidationError as exc:
+        fail(validation_text(exc))
+    producer = Producer(settings)
+    try:
+        result = producer.offboard(person)
+    finally:
+        producer.close()
+    record = result.record
+    if record.kind != "person":
+        fail(f"idempotency key {record.idempotency_key!r} belongs to request {record.id}, "
+             "which is not a person request; nothing was enqueued")
+    if not result.created:
+        click.echo(f"duplicate of request {record.id} (key {record.idempotency_key}): "
+                   "nothing new enqueued", err=True)
+    store = Store.from_url(settings.database_url)
+    if not wait:
+        click.echo(json.dumps(record.to_dict()) if as_json else record.id)
+        return
+    final = wait_for(store, record.id, timeout)
+    rep = person_report(store, final)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        click.echo(f"{final.id}  {rep['person']}  in {rep['scope']}: {final.state}")
+        for seat in rep["seats"]:
+            where = seat["subscription_id"] or seat["order_id"]
+            click.echo(f"  seat {seat['seat_id']} ({where}): {seat['state']}")
+        if final.outcome_detail:
+            click.echo(f"  {final.outcome_detail}")
+    if not State(final.state).is_terminal:
+        sys.exit(EXIT_TIMEOUT)
+    sys.exit(EXIT_OK if State(final.state).is_success else EXIT_FAILED)
+
+
+@main.group("scim-tenant")
+def scim_tenant() -> None:
+    """SCIM 2.0 tenants: one identity provider connection per Polar customer."""
+
+
+@scim_tenant.command("create")
+@click.option("--customer-id", help="The Polar customer (id) whose people the tenant manages.")
+@click.option("--customer-external-id", help="The Polar customer, by its external id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the tenant and token as JSON.")
+def scim_tenant_create(customer_id: str | None, customer_external_id: str | None,
+                       as_json: bool) -> None:
+    """Create a tenant and print its bearer token. The token is shown this once and only
+    its digest is stored: give it to the identity provider as its SCIM API token, with
+    the base URL https://<this service>/scim/v2."""
+    from worker.requests import PersonInput
+    from worker.scimstore import create_tenant
+
+    if (customer_id is None) == (customer_external_id is None):
+        fail("give --customer-id or --customer-external-id")
+    try:  # the same checks as a person request's scope
+        PersonInput(email="check@example.com", customer_id=customer_id,
+                    customer_external_id=customer_external_id)
+    except ValidationError as exc:
+        fail(validation_text(exc))
+    store = Store.from_url(load_settings().database_url)
+    created = create_tenant(store, customer_id=customer_id,
+                            customer_external_id=customer_external_id, created_by="cli")
+    tenant = created.tenant
+    if as_json:
+        click.echo(json.dumps({"tenant_id": tenant.id, "customer_id": tenant.customer_id,
+                               "customer_external_id": tenant.customer_external_id,
+                               "token": created.token}))
+        return
+    click.echo(f"tenant {tenant.id} for customer "
+               f"{tenant.customer_id or 'external_id=' + str(tenant.customer_external_id)}")
+    click.echo(f"token (shown once, stored hashed): {created.token}")
+
+
+@scim_tenant.command("list")
+def scim_tenant_list() -> None:
+    """The tenants (never their tokens)."""
+    from worker.scimstore import list_tenants
+
+    for tenant in list_tenants(Store.from_url(load_settings().database_url)):
+        customer = tenant.customer_id or f"external_id={tenant.customer_external_id}"
+        click.echo(f"{tenant.id}  customer {customer}  created {tenant.created_at:%Y-%m-%d}")
+
+
+@main.command()
+@click.argument("batch_id", required=False)
+@click.option("--person", help="A person request id, a SCIM user id, an email or an "
+                               "external id: every person request for it, with its seats.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to a file instead of standard output.")
-def report(batch_id: str, fmt: str, output: Path | None) -> None:
-    """One row per batch line: outcome, seat snapshot fields, attempts and error.
+def report(batch_id: str | None, person: str | None, fmt: str, output: Path | None) -> None:
+    """One row per batch line: outcome, seat snapshot fields, attempts and error. With
+    --person: one row per seat the person was found holding — when it was revoked, by
+    which request, on whose instruction, and the verification reads.
 
     CSV cells a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``) are
     prefixed with ``'``, as in the API's report."""
     from worker.batches import report_csv, report_rows
 
+    if (batch_id is None) == (person is None):
+        fail("give a batch id or --person")
     store = Store.from_url(load_settings().database_url)
+    if person is not None:
+        text, count = person_report_text(store, person, fmt)
+        if output:
+            output.write_text(text, encoding="utf-8")
+            click.echo(f"{count} rows written to {output}", err=True)
+        else:
+            click.echo(text, nl=False)
+        return
+    assert batch_id is not None
     batch_id = find_batch(store, batch_id)
     rows = report_rows(store, batch_id)
     text = json.dumps(rows) + "\n" if fmt == "json" else "".join(report_csv(rows))
@@ -756,6 +884,30 @@ def demo(people: int, concurrency: int) -> None:
     from worker.demo import run_demo
 
     sys.exit(run_demo(people=people, concurrency=concurrency))
+
+
+def person_report_text(store: Store, person: str, fmt: str) -> tuple[str, int]:
+    """The person report of a request id, a SCIM user id, an email or an external id."""
+    from worker import personreport
+    from worker.scimstore import scim_user
+
+    record = store.get(person)
+    user = scim_user(store, person) if record is None else None
+    if record is not None and record.kind == "person":
+        parents = [record]
+    elif user is not None:  # a SCIM user: every offboarding its deactivations made
+        parents = store.person_requests(key_prefix=f"scim:{user.tenant_id}:{user.id}:")
+    elif "@" in person:
+        parents = store.person_requests(email=person)
+    else:
+        parents = store.person_requests(external_id=person)
+    if not parents:
+        fail(f"no person request for {person!r}", EXIT_FAILED)
+    reports = [personreport.person_report(store, parent) for parent in parents]
+    if fmt == "json":
+        return json.dumps(reports, indent=2) + "\n", len(reports)
+    rows = personreport.report_rows(reports)
+    return "".join(personreport.report_csv(rows)), len(rows)
 
 
 def utc(moment: datetime | None) -> datetime | None:

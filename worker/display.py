@@ -69,6 +69,13 @@ def record_rows(record: RevocationRequest) -> list[tuple[str, Text | None]]:
         ("request", plain(record.id)),
         ("state", styled_state(record.state)),
         ("outcome detail", _optional(record.outcome_detail)),
+        ("kind", plain("person: every seat in " + _scope(record)
+                       + " (seat-revoker report --person ID)")
+         if record.kind == "person" else None),
+        ("seats found", _optional(", ".join(
+            str(seat.get("seat_id")) for seat in (record.discovered or {}).get("seats", [])))
+         if record.kind == "person" else None),
+        ("of person request", _optional(record.parent_id)),
         ("seat", _optional(record.seat_id)),
         ("requested seat", plain(f"{record.requested_seat_id} (stale: the person's seat in "
                                  "the same subscription/order was revoked instead)")
@@ -102,6 +109,12 @@ def mapping_text(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(mapping_text(item) for item in value) + "]"
     return "" if value is None else str(value)
+def _scope(record: RevocationRequest) -> str:
+    if record.scope_customer_id:
+        return f"customer {record.scope_customer_id}"
+    if record.scope_external_customer_id:
+        return f"customer external_id={record.scope_external_customer_id}"
+    return "all customers"
 
 
 def history_line(event: Any) -> Text:

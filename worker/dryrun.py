@@ -27,7 +27,7 @@ from worker.occupant import (
 )
 from worker.polar import CustomerSeat, PolarClient, PolarError, build_http_client
 from worker.ratelimit import SharedRateLimiter
-from worker.requests import RevocationInput
+from worker.requests import PersonInput, RevocationInput
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,10 @@ def dry_run(settings: Settings, parsed: ParsedBatch, *, as_json: bool) -> int:
     try:
         for row in parsed.rows:
             request = row.request
+            if isinstance(request, PersonInput):
+                forecasts.append(Forecast(row.line, None, "person", "the person's seats are "
+                                          "found in the scope when the row runs"))
+                continue
             container = request.subscription_id or request.order_id
             if container is None:
                 forecasts.append(forecast(request, None, row.line))

@@ -16,6 +16,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.engine import Dialect
@@ -114,6 +116,18 @@ class RevocationRequest(Base):
     # overtakes bulk work in the broker (its own queue) and in the rate limiter.
     priority: Mapped[str] = mapped_column(String(10), default="urgent",
                                           server_default="urgent")
+    # ``seat``: one seat (named, or the person's seat in one subscription/order).
+    # ``person``: every seat the person named holds in a scope (``worker.person``); its
+    # seats are revoked by child requests (``parent_id``), ``discovered`` lists them.
+    kind: Mapped[str] = mapped_column(String(10), default="seat", server_default="seat")
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("revocation_requests.id", name="fk_requests_parent"), index=True)
+    # The scope of a person request: one Polar customer (by id or external id), or all.
+    scope_customer_id: Mapped[str | None] = mapped_column(String(36))
+    scope_external_customer_id: Mapped[str | None] = mapped_column(String(200))
+    scope_all_customers: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                      server_default=false())
+    discovered: Mapped[dict[str, Any] | None]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -179,3 +193,40 @@ class WebhookDelivery(Base):
     webhook_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     response: Mapped[dict[str, Any]]
+
+
+class ScimTenant(Base):
+    """One identity provider's SCIM connection, scoped to one Polar customer. Only the
+    SHA-256 digest of its bearer token is kept."""
+
+    __tablename__ = "scim_tenants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(String(36))
+    customer_external_id: Mapped[str | None] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScimUser(Base):
+    """A user as the tenant's identity provider provisioned it: the identity mapping only
+    (creating one assigns no seat). ``resource`` is the SCIM resource as last written."""
+
+    __tablename__ = "scim_users"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "user_name", name="uq_scim_users_tenant_user_name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("scim_tenants.id"), index=True)
+    user_name: Mapped[str] = mapped_column(String(320))
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean)
+    resource: Mapped[dict[str, Any]]
+    # How many times the user was deactivated (or deleted): names each person offboarding.
+    deactivations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_request_id: Mapped[str | None] = mapped_column(String(36))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -84,6 +84,39 @@ class CustomerRef(BaseModel):
     external_id: str | None = None
 
 
+class Pagination(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    total_count: int = 0
+    max_page: int = 0
+
+
+class ContainerPage(BaseModel):
+    """One page of ``GET /v1/subscriptions/`` or ``/v1/orders/``: Polar's ``ListResource``
+    (``server/polar/kit/pagination.py``: ``items`` and ``pagination.max_page``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    items: list[CustomerRef]
+    pagination: Pagination
+
+
+ContainerKind = Literal["subscription", "order"]
+# server/polar/config.py API_PAGINATION_MAX_LIMIT: the most items Polar gives per page.
+PAGE_LIMIT = 100
+# A scope with more pages than this is refused rather than read for minutes.
+MAX_PAGES = 200
+
+
+class MemberPage(BaseModel):
+    """One page of ``GET /v1/members/`` (a ``ListResource`` of members)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    items: list[Member]
+    pagination: Pagination
+
+
 class PolarError(Exception):
     """Base of every error raised by the client."""
 
@@ -270,6 +303,71 @@ class PolarClient:
                 return None
             raise
         return _parse(CustomerRef, body).id
+
+    def customer_exists(self, customer_id: str) -> bool:
+        """Whether Polar has this customer: ``GET /v1/customers/{id}``
+        (``server/polar/customer/endpoints.py`` ``get``; 404 ``ResourceNotFound``)."""
+        try:
+            self._send("GET", f"/v1/customers/{quote(customer_id, safe='')}", None, self._token)
+        except PolarHTTPError as error:
+            if error.status == 404 and error.error == "ResourceNotFound":
+                return False
+            raise
+        return True
+
+    def list_containers(
+        self,
+        kind: ContainerKind,
+        *,
+        customer_id: str | None = None,
+        external_customer_id: str | None = None,
+    ) -> list[CustomerRef]:
+        """Every subscription or order of a customer (by id or external id), or of the
+        whole organization when neither is given, page by page.
+
+        ``GET /v1/subscriptions/?customer_id=…|external_customer_id=…&page=&limit=``
+        (polarsource/polar ``server/polar/subscription/endpoints.py`` ``list``) and
+        ``GET /v1/orders/?…`` (``server/polar/order/endpoints.py`` ``list``): a
+        ``ListResource`` whose ``pagination.max_page`` says when to stop. No status filter:
+        a seat can stay active on a canceled subscription, and the seat list decides.
+        """
+        path = "/v1/subscriptions/" if kind == "subscription" else "/v1/orders/"
+        filters: dict[str, Any] = {}
+        if customer_id is not None:
+            filters["customer_id"] = customer_id
+        if external_customer_id is not None:
+            filters["external_customer_id"] = external_customer_id
+        found: list[CustomerRef] = []
+        page = 1
+        while True:
+            body = self._send("GET", path, {**filters, "page": page, "limit": PAGE_LIMIT},
+                              self._token)
+            parsed = _parse(ContainerPage, body)
+            found.extend(parsed.items)
+            if page >= parsed.pagination.max_page or not parsed.items:
+                return found
+            if page >= MAX_PAGES:
+                raise ResponseFormatError(
+                    f"{path}: more than {MAX_PAGES} pages of {PAGE_LIMIT}; narrow the scope")
+            page += 1
+
+    def list_members(self, customer_id: str) -> list[Member]:
+        """Every member of a customer: ``GET /v1/members/?customer_id=…&page=&limit=``
+        (polarsource/polar ``server/polar/member/endpoints.py`` ``list_members``), with
+        each member's ``external_id`` — what a seat body may not show."""
+        found: list[Member] = []
+        page = 1
+        while True:
+            body = self._send("GET", "/v1/members/", {"customer_id": customer_id,
+                                                      "page": page, "limit": PAGE_LIMIT},
+                              self._token)
+            parsed = _parse(MemberPage, body)
+            found.extend(parsed.items)
+            if page >= parsed.pagination.max_page or not parsed.items:
+                return found
+            if page >= MAX_PAGES:
+                raise ResponseFormatError(f"/v1/members/: more than {MAX_PAGES} pages")
+            page += 1
 
     def close(self) -> None:
         self._http.close()

@@ -42,7 +42,7 @@ from worker.metrics import lane_queue_keys
 from worker.models import RevocationRequest, utcnow
 from worker.outcomes import ATTENTION_STATES, State
 from worker.portal_tokens import discard_portal_token, stash_portal_token
-from worker.requests import RevocationInput
+from worker.requests import PersonInput, RevocationInput
 from worker.seatlists import container_of_snapshot
 from worker.store import Store, bind_store
 
@@ -52,10 +52,12 @@ __all__ = [
     "BatchResult",
     "EnqueueResult",
     "NotSent",
+    "PersonInput",
     "Producer",
     "RevocationInput",
     "UnguardedRequest",
     "enqueue_revocation",
+    "offboard_person",
 ]
 
 
@@ -173,7 +175,7 @@ class Producer:
 
     def submit_batch(
         self,
-        requests: Sequence[RevocationInput],
+        requests: Sequence[RevocationInput | PersonInput],
         *,
         name: str | None = None,
         source: str | None = None,
@@ -203,9 +205,15 @@ class Producer:
             request_ids=[r.record.id for r in results],
         )
 
+    def offboard(self, person: PersonInput) -> EnqueueResult:
+        """Record and enqueue one person request: every seat the person holds in its scope
+        is found and revoked by the worker (``worker.person``). Same idempotency as
+        ``submit``: a replay returns the first request."""
+        return self.submit_many([person])[0]
+
     def submit_many(
         self,
-        requests: Sequence[RevocationInput],
+        requests: Sequence[RevocationInput | PersonInput],
         *,
         portal_token: SecretStr | None = None,
         batch: dict[str, Any] | None = None,
@@ -215,13 +223,16 @@ class Producer:
         """Record all requests in one transaction, then enqueue the new ones. A request
         that names no priority gets ``priority`` (single requests are urgent; a batch's
         rows bulk)."""
-        if any(r.mode == "customer_portal" for r in requests) and portal_token is None:
+        if any(isinstance(r, RevocationInput) and r.mode == "customer_portal"
+               for r in requests) and portal_token is None:
             raise ValueError("customer-portal mode needs a customer session token")
         token_ref = self._stash(portal_token) if portal_token is not None else None
         lease = timedelta(seconds=self.settings.queued_lease_seconds)
-        rows = [self._guarded(_row(request, token_ref, batch, lease, priority), request)
+        rows = [_person_row(request, batch, lease, priority)
+                if isinstance(request, PersonInput)
+                else self._guarded(_row(request, token_ref, batch, lease, priority), request)
                 for request in requests]
-        recorded = self.store.add_requests(rows, batch=batch, lines=lines)
+        recorded = self.store.add_requests(_same_shape(rows), batch=batch, lines=lines)
         fresh = [record.id for record, created in recorded
                  if created and record.state == State.QUEUED]
         # A duplicate of a request that was recorded but never sent is not done: send it.
@@ -491,6 +502,68 @@ def _row(
         "portal_token_ref": token_ref if request.mode == "customer_portal" else None,
         "sent_at": None,
     }
+
+
+# Columns a person row sets that a seat row leaves to their defaults.
+_ROW_DEFAULTS: dict[str, Any] = {"kind": "seat", "scope_customer_id": None,
+                                 "scope_external_customer_id": None,
+                                 "scope_all_customers": False}
+
+
+def _same_shape(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seat and person rows with the same keys, so a mixed batch stays one executemany."""
+    if all(row.get("kind", "seat") == "seat" for row in rows):
+        return rows
+    return [{**_ROW_DEFAULTS, **row} for row in rows]
+
+
+def _person_row(
+    request: PersonInput, batch: dict[str, Any] | None, queued_lease: timedelta,
+    default_priority: Priority,
+) -> dict[str, Any]:
+    """A person request: no seat, no subscription/order; the worker finds them."""
+    now = utcnow()
+    scheduled = request.effective_at is not None and request.effective_at > now
+    return {
+        "id": str(uuid.uuid4()),
+        "idempotency_key": request.idempotency_key(),
+        "kind": "person",
+        "seat_id": None,
+        "mode": "organization",
+        "subscription_id": None,
+        "order_id": None,
+        "occupant_email": request.email,
+        "occupant_member_id": request.member_id,
+        "occupant_customer_id": None,
+        "occupant_external_id": request.external_id,
+        "scope_customer_id": request.customer_id,
+        "scope_external_customer_id": request.customer_external_id,
+        "scope_all_customers": request.all_customers,
+        "priority": request.priority or default_priority,
+        "state": (State.SCHEDULED if scheduled else State.QUEUED).value,
+        "effective_at": request.effective_at,
+        "lease_expires_at": None if scheduled else now + queued_lease,
+        "requested_by": request.requested_by,
+        "reason": request.reason,
+        "batch_id": batch["id"] if batch else None,
+        "portal_token_ref": None,
+        "sent_at": None,
+    }
+
+
+def offboard_person(*, settings: Settings | None = None, **fields: Any) -> RevocationRequest:
+    """Validate, dedupe, record and enqueue one person request; returns its record.
+
+    ``fields`` are those of ``PersonInput`` (email, external_id, member_id; customer_id,
+    customer_external_id or all_customers=True; key, reason, requested_by, effective_at).
+    Raises ``pydantic.ValidationError`` naming the bad field; nothing is written then.
+    """
+    person = PersonInput(**fields)
+    producer = Producer(settings)
+    try:
+        return producer.offboard(person).record
+    finally:
+        producer.close()
 
 
 def broker_task_ids(redis: Redis, keys: Iterable[str], *, limit: int | None = None

@@ -25,7 +25,7 @@ from worker.outcomes import (
     TERMINAL_STATES,
     State,
 )
-from worker.requests import RevocationInput
+from worker.requests import PersonInput, RevocationInput
 from worker.store import Store
 
 MAX_LIMIT = 500
@@ -291,8 +291,36 @@ class KeyConflict:
                 "new request")
 
 
+PERSON_COLUMNS = {
+    "email": "occupant_email",
+    "member_id": "occupant_member_id",
+    "external_id": "occupant_external_id",
+    "customer_id": "scope_customer_id",
+    "customer_external_id": "scope_external_customer_id",
+    "all_customers": "scope_all_customers",
+}
+
+
+def person_differences(
+    request: PersonInput, record: RevocationRequest
+) -> tuple[tuple[str, object, object], ...]:
+    """How a person request differs from the stored record its key names (empty: the
+    same request)."""
+    if record.kind != "person":
+        return (("kind", record.kind, "person"),)
+    out: list[tuple[str, object, object]] = []
+    for name, column in PERSON_COLUMNS.items():
+        submitted, stored = getattr(request, name), getattr(record, column)
+        same = ((submitted or "").casefold() == (stored or "").casefold() if name == "email"
+                else bool(submitted) == bool(stored) if name == "all_customers"
+                else submitted == stored)
+        if not same:
+            out.append((name, stored, submitted))
+    return tuple(out)
+
+
 def identity_differences(
-    request: RevocationInput, record: RevocationRequest
+    request: RevocationInput | PersonInput, record: RevocationRequest
 ) -> tuple[tuple[str, object, object], ...]:
     """How ``request`` differs from the stored ``record`` its key names, field by field
     (empty: the same request, an honest resubmission).
@@ -302,6 +330,10 @@ def identity_differences(
     must be the stored one or the one it replaced), and the subscription/order the producer
     found for a bare seat id (compared only when the request names one).
     """
+    if isinstance(request, PersonInput):
+        return person_differences(request, record)
+    if record.kind == "person":
+        return (("kind", "person", "seat"),)
     out: list[tuple[str, object, object]] = []
     for name, column in IDENTITY_COLUMNS.items():
         submitted = getattr(request, name)
@@ -323,7 +355,8 @@ def identity_differences(
     return tuple(out)
 
 
-def key_conflicts(store: Store, requests: Sequence[RevocationInput]) -> list[KeyConflict]:
+def key_conflicts(store: Store, requests: Sequence[RevocationInput | PersonInput]
+                  ) -> list[KeyConflict]:
     """Requests whose idempotency key is stored for a different request, in order."""
     keys = [request.idempotency_key() for request in requests]
     found: dict[str, RevocationRequest] = {}

@@ -129,3 +129,98 @@ class RevocationInput(BaseModel):
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"auto:{digest[:40]}"
+
+
+class PersonInput(BaseModel):
+    """Offboard a person: every seat they hold in a scope, without naming any seat.
+
+    The person by ``email``, ``external_id`` or ``member_id`` (any subset: each one named
+    must agree with what a seat shows); the scope by exactly one of ``customer_id`` (a
+    Polar customer), ``customer_external_id`` (its external id) or ``all_customers``
+    (the whole organization, said explicitly).
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    email: str | None = Field(None, max_length=320)
+    external_id: str | None = Field(None, min_length=1, max_length=200)
+    member_id: str | None = None
+    customer_id: str | None = None
+    customer_external_id: str | None = Field(None, min_length=1, max_length=200)
+    all_customers: bool = False
+    key: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    reason: str | None = Field(None, max_length=2000)
+    requested_by: str | None = Field(None, max_length=200)
+    effective_at: datetime | None = None
+    # Lane, as for a seat request: person offboarding is urgent unless it says bulk or a
+    # batch carries it.
+    priority: Priority | None = None
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, value: object) -> object:
+        return value.strip().lower() or None if isinstance(value, str) else value
+
+    @field_validator("member_id", "customer_id")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        return _uuid4(value)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return _email_address(value)
+
+    @field_validator("external_id", "customer_external_id", "key", "reason", "requested_by",
+                     "effective_at", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("effective_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return _as_utc(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PersonInput:
+        if not (self.email or self.external_id or self.member_id):
+            raise ValueError("name the person: email, external_id or member_id")
+        scopes = [bool(self.customer_id), bool(self.customer_external_id), self.all_customers]
+        if sum(scopes) != 1:
+            raise ValueError("give exactly one scope: customer_id, customer_external_id, or "
+                             "all_customers (the whole organization)")
+        return self
+
+    @property
+    def occupant(self) -> Occupant:
+        return Occupant(email=self.email, member_id=self.member_id,
+                        external_id=self.external_id)
+
+    def idempotency_key(self) -> str:
+        """The producer's key, else one derived from the person and the scope."""
+        if self.key:
+            return self.key
+        identity = {
+            "person": True,
+            "email": self.email.casefold() if self.email else None,
+            "external_id": self.external_id,
+            "member_id": self.member_id,
+            "customer_id": self.customer_id,
+            "customer_external_id": self.customer_external_id,
+            "all_customers": self.all_customers,
+        }
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return f"auto:person:{digest[:40]}"
+
+
+def _uuid4(value: str | None) -> str | None:
+    return RevocationInput._uuid(value)
+
+
+def _email_address(value: str | None) -> str | None:
+    return RevocationInput._email(value)
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    return RevocationInput._utc(value)

@@ -109,9 +109,18 @@ def run_revocation(
     if admission.probe:
         log.info("pause.probe")
     with urgent_lane(record.priority == "urgent"):  # its Polar calls overtake bulk work
-        result = _run(rt, record, sleep)
+        if record.kind == "person":
+            from worker.person import run_person  # it builds on this module
+
+            result = task_result(run_person(rt, record, sleep))
+        else:
+            result = _run(rt, record, sleep)
     if State(result["outcome"]).is_terminal:
         rt.forget_portal_token(record.portal_token_ref)  # of no use any more
+        if record.parent_id:
+            from worker.person import nudge_parent
+
+            nudge_parent(rt, record.parent_id)
     if admission.probe:
         # Polar answered this request without a fleet-wide fault (that raises ``Paused``).
         info = rt.pause.get(rt.pause_scope)
@@ -182,7 +191,7 @@ def _revoke(
     first_delete_at = record.first_delete_at
     # The batch's shared seat list may serve as the guard on the first try only; any retry
     # (this request's state may have changed) reads afresh.
-    share_in = record.batch_id if record.attempts == 1 else None
+    share_in = _share_key(rt, record) if record.attempts == 1 else None
 
     def once() -> Finished:
         nonlocal first_delete_at, share_in, seat_id
@@ -247,7 +256,7 @@ def _resolve_seat(rt: Runtime, record: RevocationRequest) -> RevocationRequest |
     def locate_seat() -> Decision:
         portal_token = _portal_token(rt, record) if mode == "customer_portal" else None
         seats = rt.seat_lists.read(container, mode=mode, portal_token=portal_token,
-                                   share_in=record.batch_id)
+                                   share_in=_share_key(rt, record))
         context = _identity_context(rt, record, container, seats, wanted)
         return locate_in(rt.seat_lists.index_of(seats, context.billing_customer_id), wanted,
                          context)
@@ -271,6 +280,15 @@ def _resolve_seat(rt: Runtime, record: RevocationRequest) -> RevocationRequest |
                            event_detail={"resolved": decision.seat.id})
 
 
+def _share_key(rt: Runtime, record: RevocationRequest) -> str | None:
+    """Under which key this request may share Polar reads: its batch, or for a seat of a
+    person request the key its parent's discovery read under (its batch, else itself)."""
+    if record.batch_id or not record.parent_id:
+        return record.batch_id
+    parent = rt.store.get(record.parent_id)
+    return (parent.batch_id or parent.id) if parent is not None else None
+
+
 def _identity_context(
     rt: Runtime, record: RevocationRequest, container: dict[str, str],
     seats: list[CustomerSeat], wanted: Occupant,
@@ -280,10 +298,10 @@ def _identity_context(
     context = IdentityContext(billing_customer_id=billing_customer_of(seats))
     if needs_billing_lookup(seats, wanted):
         context = replace(context, billing_customer_id=rt.seat_lists.billing_customer(
-            container, share_in=record.batch_id))
+            container, share_in=_share_key(rt, record)))
     if wanted.external_id and needs_external_lookup(seats, wanted, context):
         context = replace(context, external_customer=rt.seat_lists.customer_by_external_id(
-            wanted.external_id, share_in=record.batch_id))
+            wanted.external_id, share_in=_share_key(rt, record)))
     return context
 
 

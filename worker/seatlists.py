@@ -14,6 +14,7 @@ parsed list and its ``SeatIndex`` while the shared entry stays the same, so a ro
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from pydantic import SecretStr
 from redis import Redis
 
 from worker.occupant import SeatIndex
-from worker.polar import CustomerSeat, Mode, PolarClient, SeatsList
+from worker.polar import ContainerKind, CustomerSeat, Mode, PolarClient, SeatsList
 
 CACHE_SECONDS = 30
 PARSED_LISTS = 16  # per process: parsed lists (and their indexes) kept while unchanged
@@ -93,14 +94,72 @@ class SeatLists:
         value = json.loads(raw)
         return str(value) if value is not None else None
 
-    def customer_by_external_id(self, external_id: str, *, share_in: str | None) -> str | None:
+    def customer_by_external_id(self, external_id: str, *, share_in: str | None,
+                                after: float | None = None) -> str | None:
         """The customer with this external id (``None``: Polar has none)."""
-        raw = self._shared(
-            f"external:{external_id}", share_in,
+        raw = self._read(
+            f"external:{external_id}", share_in, after,
             lambda: json.dumps(self._polar.customer_by_external_id(external_id)),
         )
         value = json.loads(raw)
         return str(value) if value is not None else None
+
+    def read_after(
+        self, container: dict[str, str], *, share_in: str | None, after: float
+    ) -> list[CustomerSeat]:
+        """The seats of ``container`` as read at ``after`` (epoch seconds) or later: a read
+        another worker shared under ``share_in`` serves only if it started no earlier."""
+        (kind, ident), = container.items()
+        raw = self._fresh(f"{kind}:{ident}", share_in, after,
+                          lambda: self._fetch(container, "organization", None)
+                          .model_dump_json())
+        return SeatsList.model_validate_json(raw).seats
+
+    def containers(
+        self, kind: ContainerKind, *, customer_id: str | None,
+        external_customer_id: str | None, share_in: str | None, after: float | None = None,
+    ) -> list[tuple[str, str | None, bool]]:
+        """(id, billing customer id, may have seats) of every subscription or order in a
+        scope (a customer by id or external id; the organization when both are ``None``).
+        A body whose ``seats`` is null or 0 is not seat-based: it has no seat list. With
+        ``after``, only a listing started at that time or later serves."""
+        name = f"containers:{kind}:{customer_id or ''}:{external_customer_id or ''}"
+        raw = self._read(
+            name, share_in, after,
+            lambda: json.dumps([
+                [ref.id, ref.customer_id, getattr(ref, "seats", 1) not in (None, 0)]
+                for ref in self._polar.list_containers(
+                    kind, customer_id=customer_id,
+                    external_customer_id=external_customer_id)]),
+        )
+        return [(str(ident), str(owner) if owner else None, bool(seated))
+                for ident, owner, seated in json.loads(raw)]
+
+    def members_by_external_id(
+        self, customer_id: str, external_id: str, *, share_in: str | None,
+        after: float | None = None,
+    ) -> list[str]:
+        """Ids of the customer's members with this external id (the members list is read
+        once per customer and ``share_in``)."""
+        raw = self._read(
+            f"members:{customer_id}", share_in, after,
+            lambda: json.dumps([[m.id, m.external_id]
+                                for m in self._polar.list_members(customer_id)]),
+        )
+        return [str(ident) for ident, ext in json.loads(raw) if ident and ext == external_id]
+
+    def customer_exists(self, customer_id: str, *, share_in: str | None,
+                        after: float | None = None) -> bool:
+        raw = self._read(f"customer:{customer_id}", share_in, after,
+                         lambda: json.dumps(self._polar.customer_exists(customer_id)))
+        return bool(json.loads(raw))
+
+    def _read(self, name: str, share_in: str | None, after: float | None,
+              fetch: Callable[[], str]) -> str:
+        """``_shared``, or with ``after`` only a read started then or later (``_fresh``)."""
+        if after is None:
+            return self._shared(name, share_in, fetch)
+        return self._fresh(name, share_in, after, fetch)
 
     def _shared(self, name: str, share_in: str | None, fetch: Callable[[], str]) -> str:
         """``fetch()`` once per ``share_in`` (a batch id) across every worker; uncached
@@ -119,6 +178,34 @@ class SeatLists:
                     pipe.set(f"{key}:v", uuid.uuid4().hex, ex=self._ttl)
                     pipe.execute()
         return cached.decode() if isinstance(cached, bytes) else str(cached)
+
+    def _fresh(self, name: str, share_in: str | None, after: float,
+               fetch: Callable[[], str]) -> str:
+        """``fetch()``, or a value shared under ``share_in`` whose read started at ``after``
+        or later (epoch seconds, this host's clock; callers add the fleet's clock skew).
+        Many person requests of a batch that finish close together then share one
+        verification read instead of each making its own."""
+        if share_in is None:
+            return fetch()
+        key = self._key(share_in, f"fresh:{name}")
+
+        def usable(raw: bytes | str | None) -> str | None:
+            if raw is None:
+                return None
+            text = raw.decode() if isinstance(raw, bytes) else raw
+            at, _, value = text.partition("|")
+            return value if float(at) >= after else None
+
+        found = usable(self._redis.get(key))
+        if found is not None:
+            return found
+        with self._redis.lock(f"{key}:fill", timeout=30, blocking_timeout=30):
+            found = usable(self._redis.get(key))
+            if found is None:
+                started = time.time()
+                found = fetch()
+                self._redis.set(key, f"{started!r}|".encode() + found.encode(), ex=self._ttl)
+        return found
 
     def _key(self, share_in: str, name: str) -> str:
         return f"{self._prefix}:{share_in}:{name}"

@@ -614,6 +614,34 @@ class Store:
             )
             return next((snapshot for snapshot in snapshots if snapshot), None)
 
+    def person_requests(self, *, email: str | None = None, external_id: str | None = None,
+                        key_prefix: str | None = None, limit: int = 100
+                        ) -> list[RevocationRequest]:
+        """Person requests naming this address (any case) or external id, or whose
+        idempotency key starts with ``key_prefix``, newest first."""
+        query = select(RevocationRequest).where(RevocationRequest.kind == "person")
+        if key_prefix is not None:
+            escaped = (key_prefix.replace("\\", "\\\\").replace("%", "\\%")
+                       .replace("_", "\\_"))
+            query = query.where(RevocationRequest.idempotency_key.like(escaped + "%",
+                                                                       escape="\\"))
+        if email is not None:
+            query = query.where(func.lower(RevocationRequest.occupant_email) == email.lower())
+        if external_id is not None:
+            query = query.where(RevocationRequest.occupant_external_id == external_id)
+        with self.session() as session:
+            return list(session.scalars(
+                query.order_by(RevocationRequest.created_at.desc()).limit(limit)))
+
+    def children_of(self, parent_id: str) -> list[RevocationRequest]:
+        """The child requests of a person request (one per seat found), oldest first."""
+        with self.session() as session:
+            return list(session.scalars(
+                select(RevocationRequest)
+                .where(RevocationRequest.parent_id == parent_id)
+                .order_by(RevocationRequest.created_at, RevocationRequest.id)
+            ))
+
     def history(self, request_id: str) -> list[RequestEvent]:
         with self.session() as session:
             return list(

@@ -9,12 +9,22 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry, Gauge
+from scim2_models import SCIMException
 
 from config.settings import Settings, load_settings
 from worker.api.access import AccessLog, ApiMetrics
 from worker.api.context import ApiContext
 from worker.api.errors import UnhandledErrors, not_sent, validation_failed
-from worker.api.routers import batches, dashboard, dashboard_views, events, ops, revocations
+from worker.api.routers import (
+    batches,
+    dashboard,
+    dashboard_views,
+    events,
+    ops,
+    people,
+    revocations,
+    scim,
+)
 from worker.api.security import SecurityHeaders, add_docs
 from worker.api.settings import ApiSettings
 from worker.logs import get_logger
@@ -32,8 +42,10 @@ DESCRIPTION = """
 Offboarding webhooks in, seat revocations out.
 
 * `POST /v1/events/offboarding`: Standard Webhooks signed events (secrets `WEBHOOK_SECRETS`).
-* `/v1/revocations`, `/v1/batches`: REST for producers and dashboards
-  (`Authorization: Bearer <API key>`, keys from `API_KEYS`).
+* `/v1/revocations`, `/v1/people` (a person: every seat in a scope), `/v1/batches`: REST
+  for producers and dashboards (`Authorization: Bearer <API key>`, keys from `API_KEYS`).
+* `/scim/v2`: SCIM 2.0 for identity providers (one tenant per Polar customer, token from
+  `seat-revoker scim-tenant create`): deactivating or deleting a user offboards the person.
 * `/dashboard`: the ops page; `/metrics`, `/healthz`, `/readyz`: operations (`/readyz`
   answers 503 with the reasons while the queue is paused).
 """
@@ -88,6 +100,7 @@ def create_app(
     app.add_middleware(AccessLog, metrics=ApiMetrics(registry))
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_exception_handler(NotSent, not_sent)
+    app.add_exception_handler(SCIMException, scim.scim_error)
     add_docs(app, title="seat-revoker")
     registry.register(
         MetricsCollector(
@@ -108,6 +121,7 @@ def create_app(
                   registry=registry)
     build.labels(package_version(), build_revision(), platform.python_version()).set(1)
     app.state.metrics_registry = registry
-    for module in (events, revocations, batches, ops, dashboard, dashboard_views):
+    for module in (events, revocations, people, batches, ops, dashboard, dashboard_views,
+                   scim):
         app.include_router(module.router)
     return app

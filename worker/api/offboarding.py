@@ -15,6 +15,10 @@ The event's person goes with every target, so the record always says whom it was
   seat whose subscription/order the sender does not know). The record shows it.
 
 ``effective_at`` (the person's last day) makes every request ``scheduled`` until then.
+
+With no targets, a ``scope`` (``customer_id``, ``customer_external_id`` or
+``all_customers: true``) makes one person request instead (key
+``webhook:<hash>:person``): the worker finds every seat the person holds in that scope.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from config.settings import Priority
 from worker.api.schemas import no_nul
-from worker.requests import RevocationInput
+from worker.requests import PersonInput, RevocationInput
 
 EVENT_TYPE = "employee.offboarded"
 REQUESTED_BY = "webhook:offboarding"
@@ -80,17 +85,40 @@ class Target(BaseModel):
         return self
 
 
+class Scope(BaseModel):
+    """Where to find the person's seats when the event names none."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    customer_id: str | None = Field(None, max_length=100)
+    customer_external_id: str | None = Field(None, max_length=200)
+    all_customers: bool = False
+
+    _text = field_validator("customer_id", "customer_external_id")(no_nul)
+
+
 class OffboardingData(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     person: Person
-    targets: list[Target] = Field(min_length=1, max_length=500)
+    # Before ``targets``: the targets' check reads it.
+    scope: Scope | None = None
+    targets: list[Target] = Field(default_factory=list, max_length=500, validate_default=True)
     reason: str | None = Field(None, max_length=1000)
     effective_at: AwareDatetime | None = None
     priority: Priority = Field("urgent", description="Lane of every target's request: "
                                "urgent (default: a termination) or bulk")
 
     _text = field_validator("reason")(no_nul)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_or_scope(cls, targets: list[Target], info: ValidationInfo) -> list[Target]:
+        if bool(targets) == (info.data.get("scope") is not None):
+            raise ValueError("give targets (seats, subscriptions, orders), or no targets and "
+                             "a scope (customer_id, customer_external_id or all_customers) "
+                             "in which the person's seats are found")
+        return targets
 
 
 class OffboardingEvent(BaseModel):
@@ -136,14 +164,19 @@ def idempotency_key(webhook_id: str, index: int) -> str:
     return f"webhook:{digest}:{index}"
 
 
-def to_requests(event: OffboardingEvent, webhook_id: str) -> list[RevocationInput]:
-    """One request per target, or ``MappingError`` naming every bad field.
+def to_requests(
+    event: OffboardingEvent, webhook_id: str
+) -> list[RevocationInput | PersonInput]:
+    """One request per target (or one person request for a scope), or ``MappingError``
+    naming every bad field.
 
     Whether a bare seat id may go unguarded is the producer's decision (it knows the
     store); this mapping keeps the person and passes ``guard=False`` only when asked.
     """
     data = event.data
-    out: list[RevocationInput] = []
+    if data.scope is not None:
+        return [_person_request(event, webhook_id, data.scope)]
+    out: list[RevocationInput | PersonInput] = []
     errors: list[dict[str, Any]] = []
     person = data.person.model_dump(exclude_none=True)
     for index, target in enumerate(data.targets):
@@ -166,6 +199,31 @@ def to_requests(event: OffboardingEvent, webhook_id: str) -> list[RevocationInpu
     if errors:
         raise MappingError(errors)
     return out
+
+
+def _person_request(event: OffboardingEvent, webhook_id: str, scope: Scope) -> PersonInput:
+    person = event.data.person
+    if person.customer_id:
+        raise MappingError([{"loc": ("body", "data", "person", "customer_id"),
+                             "msg": "with a scope, name the person by email, external_id or "
+                                    "member_id; the customer goes in scope.customer_id",
+                             "type": "value_error"}])
+    digest = hashlib.sha256(webhook_id.encode()).hexdigest()[:32]
+    try:
+        return PersonInput(
+            email=person.email, external_id=person.external_id, member_id=person.member_id,
+            **scope.model_dump(), key=f"webhook:{digest}:person",
+            reason=event.data.reason or None, requested_by=REQUESTED_BY,
+            effective_at=event.data.effective_at)
+    except ValidationError as exc:
+        errors = []
+        for error in exc.errors(include_url=False, include_context=False,
+                                include_input=False):
+            name = str(error["loc"][0]) if error["loc"] else ""
+            where = ("person" if name in _PERSON_FIELDS else "scope")
+            loc = ("body", "data", where, name) if name else ("body", "data", "scope")
+            errors.append({"loc": loc, "msg": error["msg"], "type": error["type"]})
+        raise MappingError(errors) from None
 
 
 def _located(exc: ValidationError, index: int) -> list[dict[str, Any]]:

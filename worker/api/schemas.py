@@ -89,6 +89,10 @@ class RevocationOut(BaseModel):
     )
     verified_at: datetime | None = None
     priority: str = Field("urgent", description="Lane: urgent or bulk")
+    kind: str = Field("seat", description="seat, or person: every seat the person holds in "
+                      "a scope, revoked by child requests (GET /v1/people/{id})")
+    parent_id: str | None = Field(None, description="The person request this seat's "
+                                  "request was made for")
     mode: str
     subscription_id: str | None
     order_id: str | None
@@ -118,6 +122,7 @@ class RevocationOut(BaseModel):
         data = {name: getattr(record, name) for name in cls.model_fields if name != "history"}
         data["guarded"] = data["guarded"] is not False  # None: not yet flushed, default on
         data["priority"] = data["priority"] or "urgent"
+        data["kind"] = data["kind"] or "seat"
         out = cls(**data)
         if history is not None:
             out.history = [

@@ -211,6 +211,20 @@ def dashboard(
     )
 
 
+@router.get("/people/{request_id}", response_class=HTMLResponse)
+def person(request: Request, request_id: str, user: User, context: Context) -> Response:
+    """One person offboarding with every seat found, its outcome and the reads."""
+    from worker.personreport import person_report
+
+    record = context.store.get(request_id)
+    if record is None or record.kind != "person":
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such person request")
+    return templates.TemplateResponse(request, "person.html", {
+        "user": user, "record": record, "report": person_report(context.store, record),
+        "children": context.store.children_of(record.id),
+        "csrf": auth.csrf_token(request, context)})
+
+
 def _pauses(context: ApiContext) -> tuple[list[PauseInfo], str | None]:
     """Pauses in force, or why they could not be read (shown instead of hiding it)."""
     try:

@@ -20,7 +20,7 @@ from worker.api.schemas import WebhookAccepted, WebhookIgnored
 from worker.logs import get_logger
 from worker.models import WebhookDelivery
 from worker.queries import KeyConflict, key_conflicts
-from worker.requests import RevocationInput
+from worker.requests import PersonInput, RevocationInput
 from worker.webhooks import WebhookVerificationError
 
 log = get_logger("seat_revoker.api.events")
@@ -156,7 +156,7 @@ def _stored_answer(context: ApiContext, webhook_id: str) -> dict[str, Any] | Non
 
 
 def accept_delivery(
-    context: ApiContext, webhook_id: str, requests: list[RevocationInput]
+    context: ApiContext, webhook_id: str, requests: list[RevocationInput | PersonInput]
 ) -> dict[str, Any]:
     """Enqueue the requests, then record the delivery with its answer.
 
