@@ -10,8 +10,9 @@ may have lost. The record store is the source of truth, so nothing recorded ther
   again within seconds, not after a lease;
 - a running request whose worker stopped renewing its lease (the worker's heartbeat renews
   it every few seconds, so a short lease never runs out under a live worker) is sent again;
-- when Redis comes back empty (its epoch marker is gone), every queued or retrying
-  request is sent again at once;
+- when Redis comes back empty, its queued messages are simply lost messages: neither in
+  the broker nor held, they are sent again on the second pass (one pass of confirmation,
+  so a message between the broker and its worker's bookkeeping is not sent twice);
 - a queued request whose message was never published (Redis was down or full when it was
   recorded, ``sent_at`` is null) is sent as soon as Redis takes messages again.
 
@@ -117,12 +118,15 @@ class Reconciler:
             return None
         try:
             self.producer.verify_store()
+            # Redis coming back empty needs nothing of its own: its queued messages are
+            # missing from the broker and unheld, so ``requeue_lost`` re-sends them on the
+            # next pass (one pass of confirmation keeps a message that is between the broker
+            # and its worker's bookkeeping from being sent twice).
             emptied = self._redis_was_emptied()
             released = self.release_due()
-            unsent = 0 if emptied else self.send_unsent()
-            lost = 0 if emptied else self.requeue_lost()
-            return PassResult(released, lost + self.requeue_stale(everything=emptied),
-                              emptied, lost, unsent)
+            unsent = self.send_unsent()
+            lost = self.requeue_lost()
+            return PassResult(released, lost + self.requeue_stale(), emptied, lost, unsent)
         finally:
             with contextlib.suppress(RedisError):
                 lock.release()
@@ -209,42 +213,31 @@ class Reconciler:
             log.warning("scheduler.requeued", count=len(moved), reason=why)
         return len(moved)
 
-    def requeue_stale(self, *, everything: bool = False) -> int:
-        """Send again the in-flight requests whose lease ran out; running ones only once
-        their lease is over. After Redis was emptied (or on a namespace's very first pass,
-        which cannot tell the two apart), every queued/retrying request whose message is
-        neither in a lane's queue nor held by a live node."""
+    def requeue_stale(self) -> int:
+        """Send again the in-flight requests whose lease ran out (a running request's lease
+        is renewed by its worker's heartbeat, so it runs out only when the worker is gone)."""
         store, requeued = self.producer.store, 0
         lease = timedelta(seconds=self.settings.queued_lease_seconds)
         now = utcnow()
-        accounted: set[str] = set()
-        if everything:
-            held_live, _dead = self.nodes.holdings()
-            accounted = held_live | broker_task_ids(self.redis,
-                                                    lane_queue_keys(self.settings))
-        groups = [([State.QUEUED, State.RETRYING], None if everything else now),
-                  ([State.RUNNING], now)]
-        for states, before in groups:
+        for states in ([State.QUEUED, State.RETRYING], [State.RUNNING]):
             seen: set[str] = set()
             while True:
-                found = store.find(states=states, lease_before=before, limit=BATCH)
-                fresh = [r for r in found if r.id not in seen]
-                if not fresh:
+                found = store.find(states=states, lease_before=now, limit=BATCH)
+                stale = [r for r in found if r.id not in seen]
+                if not stale:
                     break
-                seen.update(r.id for r in fresh)
-                stale = [r for r in fresh if r.id not in accounted]
                 ids = [r.id for r in stale]
+                seen.update(ids)
                 # Touch the lease first, so the next pass does not send them yet again.
                 moved = store.transition(ids, from_states=states, to_state=State.QUEUED,
-                                         detail={"requeued": "lease expired" if not everything
-                                                 else "redis emptied"},
+                                         detail={"requeued": "lease expired"},
                                          lease_expires_at=utcnow() + lease)
                 self.producer.send(moved)
                 requeued += len(moved)
-                if len(fresh) < BATCH:
+                if len(stale) < BATCH:
                     break
         if requeued:
-            log.warning("scheduler.requeued", count=requeued, redis_emptied=everything)
+            log.warning("scheduler.requeued", count=requeued)
         return requeued
 
 

@@ -34,11 +34,11 @@ def test_api_prints_its_url_serves_docs_offline_and_logs_each_request(
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stderr is not None
+        assert proc.stdout is not None
         seen: list[str] = []
         found = None
-        while found is None and len(seen) < 50:  # log lines (migrations) may come first
-            seen.append(proc.stderr.readline())
+        while found is None and len(seen) < 50:  # the URL is printed on standard output
+            seen.append(proc.stdout.readline())
             found = re.match(r"seat-revoker API listening on http://127\.0\.0\.1:(\d+)$",
                              seen[-1].strip())
         assert found, seen

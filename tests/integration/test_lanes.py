@@ -10,14 +10,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from redis import Redis
+from sqlalchemy import update
 
 from worker.batches import batch_progress
 from worker.localstack import LocalStack
-from worker.models import RevocationRequest
+from worker.models import RevocationRequest, utcnow
 from worker.reconciler import Reconciler
 from worker.requests import RevocationInput
 
@@ -128,7 +130,10 @@ def test_the_scheduler_sends_each_request_again_to_its_own_lane(lanes: LocalStac
     redis.delete(f"{lanes.namespace}:{lanes.settings.urgent_queue_name}",
                  f"{lanes.namespace}:{lanes.settings.queue_name}")  # Redis lost them
     redis.close()
-    resent = Reconciler(lanes.producer).requeue_stale(everything=True)
+    with lanes.store.session() as session:  # their leases ran out meanwhile
+        session.execute(update(RevocationRequest)
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    resent = Reconciler(lanes.producer).requeue_stale()
     assert resent == 7
     assert lane_lengths(lanes) == (1, 6)
     with lanes.store.session() as session:
@@ -143,9 +148,11 @@ def test_a_namespaces_first_pass_does_not_resend_what_waits_in_the_queue(
     "nobody ran a pass yet": it re-sends only what is neither queued nor held."""
     subscription_id, seats = seed(lanes, 3)
     batch = lanes.producer.submit_batch(batch_of(subscription_id, seats), name="reorg")
-    result = Reconciler(lanes.producer).run_once()
-    assert result is not None and result.redis_was_emptied
-    assert result.requeued == 0
+    reconciler = Reconciler(lanes.producer)
+    first = reconciler.run_once()
+    assert first is not None and first.redis_was_emptied and first.requeued == 0
+    again = reconciler.run_once()
+    assert again is not None and not again.redis_was_emptied and again.requeued == 0
     assert lane_lengths(lanes) == (0, 3)
     for request_id in batch.request_ids:
         assert [e.state for e in lanes.store.history(request_id)] == ["queued"]

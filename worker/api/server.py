@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import uvicorn
 from fastapi import FastAPI
 
@@ -36,8 +34,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     app = create_app(settings)
     sock = bind(host, port)
     bound = sock.getsockname()[1]
+    # Standard output, for the person who started it; standard error stays the log stream
+    # (one JSON event per line under LOG_FORMAT=json), which carries ``api.listening``.
     for line in listening_lines(host, bound):
-        print(line, file=sys.stderr, flush=True)
+        print(line, flush=True)
     log.info("api.listening", url=f"http://{host}:{bound}")
     # log_config=None: uvicorn's own loggers go through the root handler (structlog, one
     # JSON line per event) instead of its plain-text handlers; the access log is ours
