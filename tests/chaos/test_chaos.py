@@ -95,7 +95,7 @@ def assert_every_seat_revoked_once(stack: LocalStack, seat_ids: list[str], batch
 def test_sigkill_pool_processes_mid_batch(stack: LocalStack) -> None:
     node = stack.add_worker(concurrency=2)
     stack.start_scheduler()
-    seat_ids, batch_id = seed_batch(stack, 1000)
+    seat_ids, batch_id = seed_batch(stack, 600)
     wait_finished(stack, batch_id, 0.3)
     for _ in range(3):  # kill the pool processes a few times as the batch runs
         for pid in node.child_pids():
@@ -107,7 +107,7 @@ def test_sigkill_pool_processes_mid_batch(stack: LocalStack) -> None:
 def test_sigkill_main_process_mid_batch(stack: LocalStack) -> None:
     node = stack.add_worker(concurrency=2)
     stack.start_scheduler()
-    seat_ids, batch_id = seed_batch(stack, 1000)
+    seat_ids, batch_id = seed_batch(stack, 600)
     wait_finished(stack, batch_id, 0.3)
     os.kill(node.pid, signal.SIGKILL)  # its prefetched messages stay unacked in Redis
     stack.add_worker(concurrency=2)
@@ -119,7 +119,7 @@ def test_redis_restarted_empty_mid_batch(stack: LocalStack,
                                          private_redis: PrivateRedis) -> None:
     stack.add_worker(concurrency=2)
     stack.start_scheduler()
-    seat_ids, batch_id = seed_batch(stack, 1000)
+    seat_ids, batch_id = seed_batch(stack, 600)
     wait_finished(stack, batch_id, 0.3)
     private_redis.stop()
     private_redis.start()  # same port, no data: queue, locks and limiter state are gone
@@ -134,7 +134,7 @@ def test_polar_fault_storm(stack: LocalStack) -> None:
     stack.control.add_fault(method="DELETE", status=503, probability=0.33)
     stack.control.add_fault(method="GET", status=502, probability=0.2)
     stack.control.add_fault(status=429, retry_after=1, probability=0.02)
-    seat_ids, batch_id = seed_batch(stack, 300, guarded=True)
+    seat_ids, batch_id = seed_batch(stack, 150, guarded=True)
     assert_every_seat_revoked_once(stack, seat_ids, batch_id)
     stats = stack.control.stats()
     assert stats["by_status"].get("503", 0) > 0 and stats["rate_limited"] > 0
@@ -187,7 +187,7 @@ def test_plain_fleet_recovers_a_sigkilled_node_in_seconds(
                                         "retry_inline_max_wait": 2.0}) as stack:
         victim = stack.add_worker(concurrency=2, name="victim")
         stack.add_worker(concurrency=2, name="survivor")
-        seat_ids, batch_id = seed_batch(stack, 600)
+        seat_ids, batch_id = seed_batch(stack, 400)
         wait_finished(stack, batch_id, 0.3)
         held = held_by(stack, victim)
         killed = time.monotonic()

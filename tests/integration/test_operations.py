@@ -87,7 +87,7 @@ def test_scheduled_requests_wait_and_can_be_cancelled(sandbox_reset: LocalStack)
     stack = sandbox_reset
     kept, dropped = seat(stack), seat(stack)
     # Room for four CLI runs (a second or two each on a loaded machine) before it is due.
-    due = utcnow() + timedelta(seconds=20)
+    due = utcnow() + timedelta(seconds=14)
     when = due.strftime("%Y-%m-%dT%H:%M:%S%z")
     ids = []
     for seat_id in (kept, dropped):
