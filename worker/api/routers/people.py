@@ -11,14 +11,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.api.auth import Caller
 from worker.api.context import ApiContext, get_context
-from worker.api.refusals import refused
-from worker.api.routers.revocations import conflict_response, validation_error
+from worker.api.routers.revocations import body_fields, submit_once, validation_error
 from worker.personreport import person_report
-from worker.queries import KeyConflict, identity_differences, key_conflicts
 from worker.requests import PersonInput
 
 router = APIRouter(prefix="/v1/people", tags=["people"])
@@ -54,29 +53,14 @@ def offboard(
 ) -> Any:
     """Record and enqueue a person offboarding (201), or return the existing one for a
     known idempotency key (200). A key used for another request is a 409."""
-    fields: dict[str, Any] = body.model_dump()
-    if idempotency_key:
-        if body.key and body.key != idempotency_key:
-            raise RequestValidationError([{
-                "loc": ("header", "Idempotency-Key"), "type": "value_error",
-                "msg": "the Idempotency-Key header and the body's key differ; give one"}])
-        fields["key"] = idempotency_key
     try:
-        person = PersonInput(**fields, requested_by=caller)
+        person = PersonInput(**body_fields(body, idempotency_key), requested_by=caller)
     except ValidationError as exc:
         raise validation_error(exc, ("body",)) from None
-    conflicts = key_conflicts(context.store, [person])
-    if conflicts:
-        return conflict_response(conflicts[0])
-    try:
-        result = context.producer.offboard(person)
-    except ValueError as exc:
-        raise refused(exc, ("body",)) from None
+    result = submit_once(context, person, context.producer.offboard)
+    if isinstance(result, JSONResponse):
+        return result
     if not result.created:
-        differences = identity_differences(person, result.record)
-        if differences:
-            return conflict_response(KeyConflict(0, result.record.idempotency_key,
-                                                 result.record.id, differences))
         response.status_code = status.HTTP_200_OK
     return {"created": result.created, "request": person_report(context.store,
                                                                  result.record)}

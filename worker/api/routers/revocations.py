@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from worker.api.auth import Caller
 from worker.api.context import ApiContext, get_context
@@ -21,6 +22,7 @@ from worker.api.schemas import (
     SubmitOut,
 )
 from worker.outcomes import State
+from worker.producer import EnqueueResult
 from worker.queries import (
     STATE_GROUPS,
     InvalidCursor,
@@ -30,7 +32,10 @@ from worker.queries import (
     key_conflicts,
     list_requests,
 )
-from worker.requests import RevocationInput
+from worker.requests import PersonInput, RevocationInput
+
+# What the REST routes record: a seat revocation or a person offboarding.
+Submitted = TypeVar("Submitted", RevocationInput, PersonInput)
 
 router = APIRouter(prefix="/v1/revocations", tags=["revocations"])
 Context = Annotated[ApiContext, Depends(get_context)]
@@ -66,23 +71,43 @@ def submit(
     idempotency key (200; nothing new is sent). A key already used for another seat or
     person is a conflict (409 naming the stored request and what differs), never a silent
     duplicate."""
+    try:
+        request = RevocationInput(**body_fields(body, idempotency_key), requested_by=caller)
+    except ValidationError as exc:
+        raise validation_error(exc, ("body",)) from None
+    result = submit_once(context, request, context.producer.submit)
+    if isinstance(result, JSONResponse):
+        return result
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    return SubmitOut(created=result.created, request=RevocationOut.of(result.record))
+
+
+def body_fields(body: BaseModel, idempotency_key: str | None) -> dict[str, Any]:
+    """The body's fields with the ``Idempotency-Key`` header as its key (if both are
+    given they must agree)."""
     fields: dict[str, Any] = body.model_dump()
     if idempotency_key:
-        if body.key and body.key != idempotency_key:
+        if getattr(body, "key", None) and fields["key"] != idempotency_key:
             raise RequestValidationError([{
                 "loc": ("header", "Idempotency-Key"), "type": "value_error",
                 "msg": "the Idempotency-Key header and the body's key differ; give one"}])
         fields["key"] = idempotency_key
-    try:
-        request = RevocationInput(**fields, requested_by=caller)
-    except ValidationError as exc:
-        raise validation_error(exc, ("body",)) from None
+    return fields
+
+
+def submit_once(
+    context: ApiContext, request: Submitted, submit: Callable[[Submitted], EnqueueResult]
+) -> EnqueueResult | JSONResponse:
+    """Record and enqueue ``request`` unless its idempotency key is stored for another
+    request (a 409 naming it and what differs, never a silent duplicate). A refusal of the
+    producer (e.g. an unguarded seat id) is a 422."""
     conflicts = key_conflicts(context.store, [request])
     if conflicts:
         return conflict_response(conflicts[0])
     try:
-        result = context.producer.submit(request)
-    except ValueError as exc:  # refused by the producer (e.g. an unguarded seat id)
+        result = submit(request)
+    except ValueError as exc:
         raise refused(exc, ("body",)) from None
     if not result.created:
         # A concurrent submission may have taken the key since the check above.
@@ -90,8 +115,7 @@ def submit(
         if differences:
             return conflict_response(KeyConflict(0, result.record.idempotency_key,
                                                  result.record.id, differences))
-        response.status_code = status.HTTP_200_OK
-    return SubmitOut(created=result.created, request=RevocationOut.of(result.record))
+    return result
 
 
 def conflict_response(conflict: KeyConflict) -> JSONResponse:
