@@ -86,11 +86,11 @@ RUN /opt/venv/bin/pip install "flower>=2.0,<3"
 USER 10001:10001
 
 EXPOSE 5555
-# Flower must load the project's Celery app (worker.tasks), not just a --broker URL:
+# Flower must load the project's Celery app (worker.jobs.tasks), not just a --broker URL:
 # config/celery.py sets kombu's global_keyprefix to NAMESPACE + ":", and a Flower without
 # it would watch unprefixed keys and see no worker and no task.
 ENTRYPOINT ["celery"]
-CMD ["-A", "worker.tasks", "flower", "--port=5555"]
+CMD ["-A", "worker.jobs.tasks", "flower", "--port=5555"]
 
 # ---------------------------------------------------------------------------------------
 FROM runtime AS worker

@@ -37,7 +37,7 @@ tools:
 
 ## test: dev dependencies, Redis reachable (a private redis-server if none answers), all tests
 test: dev tools
-	$(PY) -m worker.testenv -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m worker.sandbox.testenv -- $(PY) -m pytest $(PYTEST_ARGS)
 
 unit: dev
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -48,7 +48,7 @@ lint: dev
 
 ## bench: reproducible benchmarks (see bench/README.md)
 bench: dev
-	$(PY) -m worker.testenv -- $(PY) -m bench.run_all
+	$(PY) -m worker.sandbox.testenv -- $(PY) -m bench.run_all
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,7 @@ No workers. Each repetition builds a fresh SQLite store and a unique Redis names
 transaction, then pipelined publishes), timing the three parts separately, checks that the
 queue holds one message per row, and deletes its Redis keys afterwards.
 
-Run: ``.venv/bin/python -m worker.testenv -- .venv/bin/python -m bench.enqueue``
+Run: ``.venv/bin/python -m worker.sandbox.testenv -- .venv/bin/python -m bench.enqueue``
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from bench.common import (
     write_result,
 )
 from config.settings import Settings
-from worker.batchfile import parse_batch
-from worker.producer import Producer
-from worker.store import Store
+from worker.intake.batchfile import parse_batch
+from worker.intake.producer import Producer
+from worker.store.records import Store
 
 NAME = "enqueue"
 

@@ -7,7 +7,7 @@ first publish to the last task reaching SUCCESS/FAILURE (the result backend's
 ``date_done``), the ratio to the floor, 429s, DELETEs sent, seats revoked more than once,
 seats left unrevoked, and prints it next to benchmark 1 when its results are at hand.
 
-Run: ``.venv/bin/python -m worker.testenv -- .venv/bin/python -m bench.naive_baseline``
+Run: ``.venv/bin/python -m worker.sandbox.testenv -- .venv/bin/python -m bench.naive_baseline``
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from bench.common import (
 )
 from bench.naive_app import TASK_NAME
 from bench.rate_limit_batch import rate_per_second
-from worker.localstack import LocalStack
-from worker.sandbox import DEFAULT_SANDBOX_TOKEN
+from worker.sandbox.app import DEFAULT_SANDBOX_TOKEN
+from worker.sandbox.localstack import LocalStack
 
 NAME = "naive_baseline"
 

@@ -9,7 +9,7 @@ broker, late acks, prefetch 1, result backend, events) on a node of the same con
 The no-op rate is the engine's own ceiling on this machine; the gap to it is what a
 revocation costs (store reads/writes, the seat lock, the limiter, the HTTP call, logs).
 
-Run: ``.venv/bin/python -m worker.testenv -- .venv/bin/python -m bench.overhead``
+Run: ``.venv/bin/python -m worker.sandbox.testenv -- .venv/bin/python -m bench.overhead``
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from bench.common import (
 )
 from bench.noop_app import NOOP_TASK
 from config.celery import celery_config
-from worker.batches import batch_progress
-from worker.batchfile import parse_batch
-from worker.localstack import LocalStack
-from worker.models import RevocationRequest
+from worker.intake.batchfile import parse_batch
+from worker.sandbox.localstack import LocalStack
+from worker.store.batches import batch_progress
+from worker.store.models import RevocationRequest
 
 NAME = "overhead"
 

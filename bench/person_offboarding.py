@@ -13,7 +13,7 @@ worker nodes whose shared limiter runs at the sandbox's own limit. Measured from
   one seat-list read per subscription/order) ÷ rate, and wall ÷ (calls made ÷ rate),
 * that every seat of the leavers was revoked exactly once and nobody else's.
 
-Run: ``.venv/bin/python -m worker.testenv -- .venv/bin/python -m bench.person_offboarding``
+Run: ``.venv/bin/python -m worker.sandbox.testenv -- .venv/bin/python -m bench.person_offboarding``
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from bench.common import (
     write_result,
 )
 from config.settings import RateLimit
-from worker.batchfile import parse_batch
-from worker.localstack import LocalStack
-from worker.models import RevocationRequest
+from worker.intake.batchfile import parse_batch
+from worker.sandbox.localstack import LocalStack
+from worker.store.models import RevocationRequest
 
 NAME = "person_offboarding"
 

@@ -19,7 +19,7 @@ to the last request's ``finished_at``:
 window as it opens (the sandbox's ``background_usage``); reports the 429s (target: the one
 that reveals the interference) and the ratio to the floor and to the floor of what is left.
 
-Run: ``.venv/bin/python -m worker.testenv -- .venv/bin/python -m bench.rate_limit_batch``
+Run: ``.venv/bin/python -m worker.sandbox.testenv -- .venv/bin/python -m bench.rate_limit_batch``
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ from bench.common import (
     write_result,
 )
 from config.settings import RateLimit
-from worker.batches import batch_progress
-from worker.batchfile import parse_batch
-from worker.localstack import LocalStack
-from worker.models import RevocationRequest
-from worker.polar import token_bucket
-from worker.ratelimit import SharedRateLimiter, spacing
+from worker.intake.batchfile import parse_batch
+from worker.polar.client import token_bucket
+from worker.polar.ratelimit import SharedRateLimiter, spacing
+from worker.sandbox.localstack import LocalStack
+from worker.store.batches import batch_progress
+from worker.store.models import RevocationRequest
 
 NAME = "rate_limit_batch"
 TARGET_RATIO = 1.03

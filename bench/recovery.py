@@ -7,14 +7,14 @@ subscription (the occupant guard reads each list once); with ``--faults 0.25`` a
 the DELETEs first get a 503. When ``--kill-at`` of the batch is finished, the node holding
 work is SIGKILLed. Prints:
 
-* the requests the dead node held (its ``worker.nodes`` holds) and how many were re-sent,
+* the requests the dead node held (its ``worker.jobs.nodes`` holds) and how many were re-sent,
 * **recovery**: seconds from the kill to the last of those requests being re-sent, and to
   the last of them being terminal (a re-sent request queues behind the batch's backlog),
 * the batch's wall time against its floor (Polar calls needed ÷ rate),
 * the settings that bound recovery (running/queued lease, node heartbeat, scheduler
   interval), and the check that every seat was revoked exactly once.
 
-Run: ``.venv/bin/python -m worker.testenv -- .venv/bin/python -m bench.recovery``
+Run: ``.venv/bin/python -m worker.sandbox.testenv -- .venv/bin/python -m bench.recovery``
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from bench.common import (
     write_result,
 )
 from config.settings import RateLimit
-from worker.batches import batch_progress
-from worker.batchfile import parse_batch
-from worker.localstack import LocalStack
-from worker.models import RevocationRequest
-from worker.nodes import BEAT_SECONDS, TTL_SECONDS
+from worker.intake.batchfile import parse_batch
+from worker.jobs.nodes import BEAT_SECONDS, TTL_SECONDS
+from worker.sandbox.localstack import LocalStack
+from worker.store.batches import batch_progress
+from worker.store.models import RevocationRequest
 
 NAME = "recovery"
 

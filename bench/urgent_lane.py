@@ -10,7 +10,7 @@ of both, their difference (goal: ≤ 2 s while the batch runs, within 1 s of idl
 batch's wall time against its floor (Polar calls needed ÷ rate, the urgent requests' own
 calls included), 429s and revocations per seat.
 
-Run: ``.venv/bin/python -m worker.testenv -- .venv/bin/python -m bench.urgent_lane``
+Run: ``.venv/bin/python -m worker.sandbox.testenv -- .venv/bin/python -m bench.urgent_lane``
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from bench.common import (
     write_result,
 )
 from config.settings import RateLimit
-from worker.batchfile import parse_batch
-from worker.localstack import LocalStack
-from worker.models import RevocationRequest
-from worker.requests import RevocationInput
+from worker.intake.batchfile import parse_batch
+from worker.intake.requests import RevocationInput
+from worker.sandbox.localstack import LocalStack
+from worker.store.models import RevocationRequest
 
 NAME = "urgent_lane"
 

@@ -51,7 +51,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # Shutdown (Celery 5.5+): SIGTERM is a warm shutdown — no new tasks, running ones
         # finish (bounded only by the task time limits below); Celery ignores a repeated
-        # SIGTERM, so ``worker.tasks`` turns a second SIGTERM into SIGQUIT. SIGQUIT (or a
+        # SIGTERM, so ``worker.jobs.tasks`` turns a second SIGTERM into SIGQUIT. SIGQUIT (or a
         # second Ctrl+C) is a cold shutdown preceded by this soft shutdown: running tasks
         # get this long to finish, then they are cancelled and, being acks_late and not yet
         # acknowledged, their messages go back to the queue for another worker.

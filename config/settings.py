@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     # node was started with --no-scheduler).
     worker_scheduler: bool = True
     # While the queue is paused (a token, scope or API version Polar refuses for every
-    # request, see ``worker.fleetpause``), one request is let through this often as a probe.
+    # request, see ``worker.jobs.fleetpause``), one request is let through this often as a probe.
     pause_probe_seconds: float = Field(30.0, gt=0)
     # Lets a request that names only a seat id, with no subscription/order this system
     # knows, be revoked without the occupant guard. Off: such a request is refused unless

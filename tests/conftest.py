@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from worker.localredis import PrivateRedis, redis_answers
-from worker.localstack import LocalStack
+from worker.sandbox.localredis import PrivateRedis, redis_answers
+from worker.sandbox.localstack import LocalStack
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -22,9 +22,9 @@ import pytest
 
 from worker.api import ApiServer, create_app
 from worker.api.settings import ApiSettings
-from worker.localstack import LocalStack
-from worker.outcomes import State
-from worker.producer import Producer
+from worker.decisions.outcomes import State
+from worker.intake.producer import Producer
+from worker.sandbox.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -180,8 +180,8 @@ def _drill_down(page: Any, server: ApiServer, stack: LocalStack, batch_id: str,
 
     from datetime import timedelta
 
-    from worker.models import utcnow
-    from worker.requests import RevocationInput
+    from worker.intake.requests import RevocationInput
+    from worker.store.models import utcnow
 
     later = stack.producer.submit(RevocationInput(
         seat_id=str(uuid.uuid4()), guard=False, requested_by="cli",

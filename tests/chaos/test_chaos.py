@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from worker.batches import batch_progress
-from worker.localredis import PrivateRedis
-from worker.localstack import LocalStack
-from worker.models import utcnow
-from worker.requests import RevocationInput
+from worker.intake.requests import RevocationInput
+from worker.sandbox.localredis import PrivateRedis
+from worker.sandbox.localstack import LocalStack
+from worker.store.batches import batch_progress
+from worker.store.models import utcnow
 
 pytestmark = pytest.mark.chaos
 TOKEN_HEADER = {"Authorization": "Bearer polar_oat_sandbox_local"}
@@ -165,7 +165,7 @@ def test_pending_request_for_a_reassigned_seat_keeps_the_new_person(stack: Local
 
 
 def held_by(stack: LocalStack, node: object) -> set[str]:
-    """Request ids a worker node has recorded as held (``worker.nodes``)."""
+    """Request ids a worker node has recorded as held (``worker.jobs.nodes``)."""
     from redis import Redis
 
     redis = Redis.from_url(stack.settings.redis_url)

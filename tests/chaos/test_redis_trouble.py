@@ -26,14 +26,14 @@ from redis import Redis
 from sqlalchemy import update
 
 from config.settings import Settings
-from worker.localredis import PrivateRedis, redis_answers
-from worker.localstack import LocalStack
-from worker.metrics import lane_queue_keys
-from worker.models import RevocationRequest, utcnow
-from worker.outcomes import State
-from worker.producer import NotSent, Producer, broker_task_ids
-from worker.reconciler import Reconciler
-from worker.requests import RevocationInput
+from worker.decisions.outcomes import State
+from worker.intake.producer import NotSent, Producer, broker_task_ids
+from worker.intake.requests import RevocationInput
+from worker.jobs.reconciler import Reconciler
+from worker.sandbox.localredis import PrivateRedis, redis_answers
+from worker.sandbox.localstack import LocalStack
+from worker.store.models import RevocationRequest, utcnow
+from worker.telemetry.metrics import lane_queue_keys
 
 pytestmark = pytest.mark.chaos
 FAST = {"scheduler_interval_seconds": 1.0, "queued_lease_seconds": 600.0}
@@ -77,7 +77,7 @@ def persistent_redis() -> Iterator[PersistentRedis]:
 
 
 def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args],
+    return subprocess.run([sys.executable, "-m", "worker.cli.main", *args],
                           env={**os.environ, **stack.env, "LOG_FORMAT": "json"},
                           capture_output=True, text=True, timeout=120)
 

@@ -18,11 +18,11 @@ from redis import Redis
 from config.settings import Settings
 from worker.api import create_app
 from worker.api.settings import ApiSettings
-from worker.fleetpause import FleetPause
-from worker.nodes import NodeRegistry
-from worker.outcomes import FleetFault
-from worker.producer import Producer
-from worker.store import Store
+from worker.decisions.outcomes import FleetFault
+from worker.intake.producer import Producer
+from worker.jobs.fleetpause import FleetPause
+from worker.jobs.nodes import NodeRegistry
+from worker.store.records import Store
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +196,7 @@ def test_request_list_filters_pages_and_searches_by_prefix(dash: Harness) -> Non
 
 def test_batch_page_rows_by_outcome_and_report_from_the_session(dash: Harness) -> None:
     producer = Producer(dash.settings, store=dash.store)
-    from worker.requests import RevocationInput
+    from worker.intake.requests import RevocationInput
 
     rows = [RevocationInput(seat_id=str(uuid.uuid4()), guard=False, requested_by="t")
             for _ in range(3)]

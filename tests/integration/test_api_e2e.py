@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from worker.api import create_app
 from worker.api.settings import ApiSettings
-from worker.localstack import LocalStack
+from worker.sandbox.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 

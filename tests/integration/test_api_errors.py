@@ -29,10 +29,10 @@ from redis import Redis
 from config.settings import Settings
 from worker.api import create_app
 from worker.api.settings import ApiSettings
-from worker.metrics import lane_queue_keys
-from worker.models import WebhookDelivery
-from worker.queries import list_requests
-from worker.store import Store
+from worker.store.models import WebhookDelivery
+from worker.store.queries import list_requests
+from worker.store.records import Store
+from worker.telemetry.metrics import lane_queue_keys
 
 pytestmark = pytest.mark.integration
 
@@ -260,7 +260,7 @@ def test_an_unhandled_error_is_one_json_log_event_and_a_json_500(
     stderr = tmp_path / "api.log"
     with stderr.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "api", "--port", str(port)],
+            [sys.executable, "-m", "worker.cli.main", "api", "--port", str(port)],
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log_file,
         )
     url = f"http://127.0.0.1:{port}"

@@ -24,10 +24,10 @@ from redis import Redis
 from config.settings import Settings
 from worker.api import create_app
 from worker.api.settings import ApiSettings
-from worker.metrics import lane_queue_keys
-from worker.models import WebhookDelivery
-from worker.queries import list_requests
-from worker.store import Store
+from worker.store.models import WebhookDelivery
+from worker.store.queries import list_requests
+from worker.store.records import Store
+from worker.telemetry.metrics import lane_queue_keys
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from sqlalchemy.engine import make_url
 from config.settings import Settings
 from worker.api import create_app
 from worker.api.settings import ApiSettings
-from worker.fleetpause import FleetPause
-from worker.metrics import MetricsRecorder
-from worker.outcomes import FleetFault
-from worker.producer import Producer, RevocationInput
-from worker.store import Store
+from worker.decisions.outcomes import FleetFault
+from worker.intake.producer import Producer, RevocationInput
+from worker.jobs.fleetpause import FleetPause
+from worker.store.records import Store
+from worker.telemetry.metrics import MetricsRecorder
 
 pytestmark = pytest.mark.integration
 

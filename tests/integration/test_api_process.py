@@ -30,7 +30,7 @@ def test_api_prints_its_url_serves_docs_offline_and_logs_each_request(
     env.update(REDIS_URL=redis_url, NAMESPACE=f"apiproc-{uuid.uuid4().hex[:8]}",
                DATABASE_URL=f"sqlite:///{tmp_path / 'store.db'}", LOG_FORMAT="json",
                API_KEYS=f"ops-alice:{KEY}")
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "api", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli.main", "api", "--port", "0"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -17,10 +17,10 @@ from sqlalchemy import update
 from config.settings import Settings
 from worker.api import create_app
 from worker.api.settings import ApiSettings
-from worker.metrics import lane_queue_keys
-from worker.models import RevocationRequest
-from worker.producer import Producer
-from worker.store import Store
+from worker.intake.producer import Producer
+from worker.store.models import RevocationRequest
+from worker.store.records import Store
+from worker.telemetry.metrics import lane_queue_keys
 
 pytestmark = pytest.mark.integration
 

@@ -24,11 +24,11 @@ from itsdangerous import URLSafeTimedSerializer
 from redis import Redis
 
 from config.settings import Settings
-from worker import logs
 from worker.api import create_app
 from worker.api.auth import SESSION_COOKIE
 from worker.api.settings import ApiSettings, hash_key
-from worker.store import Store
+from worker.store.records import Store
+from worker.telemetry import logs
 
 pytestmark = pytest.mark.integration
 

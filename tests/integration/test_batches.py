@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from worker.batches import batch_progress, report_rows
-from worker.localstack import LocalStack
+from worker.sandbox.localstack import LocalStack
+from worker.store.batches import batch_progress, report_rows
 
 pytestmark = pytest.mark.integration
 TOKEN_HEADER = {"Authorization": "Bearer polar_oat_sandbox_local"}
@@ -42,7 +42,7 @@ def two_nodes(
 
 def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "worker.cli.main", *args],
         env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=300,
     )
 
@@ -198,7 +198,7 @@ def test_a_429_burst_pauses_both_nodes(two_nodes: LocalStack) -> None:
     )
     # The first DELETE gets a 429 with retry-after 3: every worker must hold off.
     stack.control.add_fault(method="DELETE", status=429, retry_after=3, times=1)
-    from worker.requests import RevocationInput
+    from worker.intake.requests import RevocationInput
 
     result = stack.producer.submit_batch(
         [RevocationInput(seat_id=s["id"], guard=False) for s in seats])
@@ -224,7 +224,7 @@ def test_two_nodes_stay_under_the_shared_limit(two_nodes: LocalStack) -> None:
     seats = stack.control.create_seats(
         [{"status": "claimed", "email": f"y{i}@acme.test"} for i in range(160)]
     )
-    from worker.requests import RevocationInput
+    from worker.intake.requests import RevocationInput
 
     result = stack.producer.submit_batch(
         [RevocationInput(seat_id=s["id"], guard=False) for s in seats])

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
-from worker.fleetpause import FleetPause
-from worker.localstack import LocalStack
-from worker.producer import RevocationInput
-from worker.runtime import pause_scope
-from worker.sandbox import DEFAULT_SANDBOX_TOKEN
+from worker.intake.producer import RevocationInput
+from worker.jobs.fleetpause import FleetPause
+from worker.jobs.runtime import pause_scope
+from worker.sandbox.app import DEFAULT_SANDBOX_TOKEN
+from worker.sandbox.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from worker.localstack import LocalStack
-from worker.producer import RevocationInput, UnguardedRequest
+from worker.intake.producer import RevocationInput, UnguardedRequest
+from worker.sandbox.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 

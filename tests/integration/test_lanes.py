@@ -17,11 +17,11 @@ import pytest
 from redis import Redis
 from sqlalchemy import update
 
-from worker.batches import batch_progress
-from worker.localstack import LocalStack
-from worker.models import RevocationRequest, utcnow
-from worker.reconciler import Reconciler
-from worker.requests import RevocationInput
+from worker.intake.requests import RevocationInput
+from worker.jobs.reconciler import Reconciler
+from worker.sandbox.localstack import LocalStack
+from worker.store.batches import batch_progress
+from worker.store.models import RevocationRequest, utcnow
 
 pytestmark = pytest.mark.integration
 RATE = "20/second"

@@ -22,10 +22,10 @@ from redis import Redis
 from sqlalchemy.engine import make_url
 
 from config.settings import Settings
-from worker.localstack import LocalStack
-from worker.procs import WorkerProcess
-from worker.producer import Producer
-from worker.store import Store, StoreMismatch, binding_key
+from worker.intake.producer import Producer
+from worker.sandbox.localstack import LocalStack
+from worker.sandbox.procs import WorkerProcess
+from worker.store.records import Store, StoreMismatch, binding_key
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,7 @@ def cli(env: dict[str, str], *args: str, cwd: Path | None = None,
     environment = {**os.environ, **env, "LOG_FORMAT": "json"}
     for name in unset:
         environment.pop(name, None)
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], env=environment,
+    return subprocess.run([sys.executable, "-m", "worker.cli.main", *args], env=environment,
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -152,7 +152,7 @@ def test_readme_producer_from_another_directory_reaches_the_worker(
     try:
         seat_id = stack.control.create_seats([{"status": "claimed",
                                                "email": "leaver@acme.test"}])[0]["id"]
-        script = ("from worker.producer import enqueue_revocation\n"
+        script = ("from worker.intake.producer import enqueue_revocation\n"
                   f"record = enqueue_revocation({seat_id!r}, guard=False)\n"
                   "print(record.id)\n")
         produced = subprocess.run([sys.executable, "-c", script], cwd=there,

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from worker.localstack import LocalStack
-from worker.models import utcnow
-from worker.procs import WorkerProcess
-from worker.producer import RevocationInput
-from worker.queries import RequestFilter, list_requests
+from worker.intake.producer import RevocationInput
+from worker.sandbox.localstack import LocalStack
+from worker.sandbox.procs import WorkerProcess
+from worker.store.models import utcnow
+from worker.store.queries import RequestFilter, list_requests
 
 pytestmark = pytest.mark.integration
 
 
 def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "worker.cli.main", *args],
         env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=120,
     )
 

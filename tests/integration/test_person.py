@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from worker.localstack import LocalStack
-from worker.producer import PersonInput
+from worker.intake.producer import PersonInput
+from worker.sandbox.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ def test_replayed_person_request_collapses_to_the_first(sandbox_reset: LocalStac
 
 def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "worker.cli.main", *args],
         env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=300,
     )
 
@@ -181,7 +181,7 @@ class CountingPolar:
         self.calls = 0
 
     def list_containers(self, kind: str, **_: Any) -> list[Any]:
-        from worker.polar import CustomerRef
+        from worker.polar.client import CustomerRef
 
         self.calls += 1
         return [CustomerRef(id=f"{kind}-{self.calls}", customer_id="c")]
@@ -192,7 +192,7 @@ def test_shared_reads_serve_only_requests_that_may_see_them(redis_url: str) -> N
 
     from redis import Redis
 
-    from worker.seatlists import SeatLists
+    from worker.polar.seatlists import SeatLists
 
     polar = CountingPolar()
     lists = SeatLists(Redis.from_url(redis_url), f"t-{uuid.uuid4().hex}", polar)  # type: ignore[arg-type]

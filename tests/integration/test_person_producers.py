@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 
 from worker.api import create_app
 from worker.api.settings import ApiSettings
-from worker.batchfile import BatchFileError, parse_batch
-from worker.localstack import LocalStack
+from worker.intake.batchfile import BatchFileError, parse_batch
+from worker.sandbox.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 from redis import Redis
 from sqlalchemy import text
 
-from worker.localstack import LocalStack
-from worker.producer import RevocationInput
-from worker.sandbox import DEFAULT_SANDBOX_TOKEN
+from worker.intake.producer import RevocationInput
+from worker.sandbox.app import DEFAULT_SANDBOX_TOKEN
+from worker.sandbox.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -91,14 +91,14 @@ def test_the_token_appears_in_no_log_result_row_or_output(
     cli_outputs = []
     for seat_id in (ok_seat, unauthorized_seat):
         done = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "revoke", seat_id, "--unguarded", "--wait",
+            [sys.executable, "-m", "worker.cli.main", "revoke", seat_id, "--unguarded", "--wait",
              "--json"],
             env=env, capture_output=True, text=True, timeout=60,
         )
         cli_outputs.append(done.stdout + done.stderr)
         request_id = json.loads(done.stdout)["id"]
         status = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "status", request_id, "--json"],
+            [sys.executable, "-m", "worker.cli.main", "status", request_id, "--json"],
             env=env, capture_output=True, text=True, timeout=60,
         )
         cli_outputs.append(status.stdout + status.stderr)

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from worker.localstack import LocalStack
-from worker.producer import RevocationInput
+from worker.intake.producer import RevocationInput
+from worker.sandbox.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 

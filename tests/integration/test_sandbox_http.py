@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.sandbox import DEFAULT_SANDBOX_TOKEN, SandboxServer
-from worker.sandbox_control import SandboxControl
+from worker.sandbox.app import DEFAULT_SANDBOX_TOKEN, SandboxServer
+from worker.sandbox.control import SandboxControl
 
 ORG = {"Authorization": f"Bearer {DEFAULT_SANDBOX_TOKEN}"}
 UNAUTHORIZED = {"error": "Unauthorized", "detail": "Unauthorized"}
@@ -511,7 +511,8 @@ def test_log_hashes_tokens(control: SandboxControl, api: httpx.Client) -> None:
 
 def test_serve_prints_listening_line() -> None:
     code = (
-        "from worker.sandbox import serve; serve('127.0.0.1', 0, '5/second', ['polar_oat_extra'],"
+        "from worker.sandbox.app import serve; "
+        "serve('127.0.0.1', 0, '5/second', ['polar_oat_extra'],"
         " member_model_enabled=False, background_usage=0.25, revoked_tokens=['polar_oat_old'])"
     )
     process = subprocess.Popen(

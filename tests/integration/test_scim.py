@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 
 from worker.api import create_app
 from worker.api.settings import ApiSettings
-from worker.localstack import LocalStack
-from worker.scimstore import create_tenant
+from worker.sandbox.localstack import LocalStack
+from worker.store.scim import create_tenant
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +146,7 @@ def test_okta_and_entra_deactivation_revoke_every_seat_of_the_user(
 
     # The proof, by SCIM user id: every seat, its revocation, who asked.
     report = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "report", "--person", ids["entra"], "--format",
+        [sys.executable, "-m", "worker.cli.main", "report", "--person", ids["entra"], "--format",
          "json"], env={**os.environ, **stack.env}, capture_output=True, text=True,
         timeout=120)
     assert report.returncode == 0, report.stderr
@@ -265,14 +265,14 @@ def test_cli_creates_a_tenant_and_shows_its_token_once(sandbox_reset: LocalStack
     stack = sandbox_reset
     customer = str(uuid.uuid4())
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "scim-tenant", "create", "--customer-id",
+        [sys.executable, "-m", "worker.cli.main", "scim-tenant", "create", "--customer-id",
          customer, "--json"], env={**os.environ, **stack.env}, capture_output=True,
         text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     token = json.loads(done.stdout)["token"]
     config = client.get("/scim/v2/ServiceProviderConfig", headers=headers(token))
     assert config.status_code == 200 and config.json()["patch"]["supported"] is True
-    listed = subprocess.run([sys.executable, "-m", "worker.cli", "scim-tenant", "list"],
+    listed = subprocess.run([sys.executable, "-m", "worker.cli.main", "scim-tenant", "list"],
                             env={**os.environ, **stack.env}, capture_output=True, text=True,
                             timeout=120)
     assert customer in listed.stdout and token not in listed.stdout
@@ -280,7 +280,7 @@ def test_cli_creates_a_tenant_and_shows_its_token_once(sandbox_reset: LocalStack
         from sqlalchemy import text
         stored = [row[0] for row in conn.execute(text("SELECT token_hash FROM scim_tenants"))]
     assert token not in stored and all(len(h) == 64 for h in stored)
-    bad = subprocess.run([sys.executable, "-m", "worker.cli", "scim-tenant", "create",
+    bad = subprocess.run([sys.executable, "-m", "worker.cli.main", "scim-tenant", "create",
                           "--customer-id", "nope"], env={**os.environ, **stack.env},
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "UUID" in bad.stderr

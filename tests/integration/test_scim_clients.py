@@ -16,9 +16,9 @@ from scim2_tester import Status, check_server
 
 from worker.api import create_app
 from worker.api.settings import ApiSettings
-from worker.background_server import BackgroundServer
-from worker.localstack import LocalStack
-from worker.scimstore import create_tenant
+from worker.sandbox.background_server import BackgroundServer
+from worker.sandbox.localstack import LocalStack
+from worker.store.scim import create_tenant
 
 pytestmark = pytest.mark.integration
 

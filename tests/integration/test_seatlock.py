@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from worker.seatlock import SeatBusy, seat_lock
+from worker.jobs.seatlock import SeatBusy, seat_lock
 
 pytestmark = pytest.mark.integration
 TTL = 1.0
@@ -52,7 +52,7 @@ def test_a_held_lock_refuses_others_across_several_ttls(redis: Redis) -> None:
 def test_a_killed_holder_frees_the_seat_within_one_ttl(redis: Redis, redis_url: str) -> None:
     key = f"test-seatlock:{uuid.uuid4().hex}"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from redis import Redis; from worker.seatlock import seat_lock\n"
+        "import time; from redis import Redis; from worker.jobs.seatlock import seat_lock\n"
         f"with seat_lock(Redis.from_url({redis_url!r}), {key!r}, ttl={TTL}):\n"
         "    print('held', flush=True); time.sleep(60)\n")],
         stdout=subprocess.PIPE, text=True)

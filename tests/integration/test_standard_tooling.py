@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from config.celery import celery_config
 from worker.api import create_app
 from worker.api.settings import ApiSettings
-from worker.localstack import LocalStack
-from worker.requests import RevocationInput
+from worker.intake.requests import RevocationInput
+from worker.sandbox.localstack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from worker.models import Base, utcnow
-from worker.outcomes import State
-from worker.store import Store, make_engine, migrate
+from worker.decisions.outcomes import State
+from worker.store.models import Base, utcnow
+from worker.store.records import Store, make_engine, migrate
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def test_migrations_build_exactly_the_schema_the_models_describe(database_url: s
 
 
 def test_concurrent_processes_migrate_one_fresh_database(database_url: str) -> None:
-    code = "import sys; from worker.store import Store; Store.from_url(sys.argv[1])"
+    code = "import sys; from worker.store.records import Store; Store.from_url(sys.argv[1])"
     procs = [subprocess.Popen([sys.executable, "-c", code, database_url],
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     errors = [p.communicate(timeout=120)[1] for p in procs]

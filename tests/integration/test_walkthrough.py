@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
-from worker.store import Store
+from worker.store.records import Store
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def test_sandbox_seed_prints_a_walkthrough_that_works(redis_url: str, tmp_path: 
     names = {name.upper() for name in Settings.model_fields}
     base = {k: v for k, v in os.environ.items() if k.upper() not in names}
     sandbox = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "sandbox", "--port", "0", "--seed", "3"],
+        [sys.executable, "-m", "worker.cli.main", "sandbox", "--port", "0", "--seed", "3"],
         env=base, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     procs = [sandbox]
     try:
@@ -60,14 +60,14 @@ def test_sandbox_seed_prints_a_walkthrough_that_works(redis_url: str, tmp_path: 
         # What the README adds for a local run: Redis and a store of one's own.
         env.update(REDIS_URL=redis_url, NAMESPACE=f"walk-{uuid.uuid4().hex[:8]}",
                    DATABASE_URL=f"sqlite:///{tmp_path / 'store.db'}")
-        worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker",
+        worker = subprocess.Popen([sys.executable, "-m", "worker.cli.main", "worker",
                                    "--concurrency", "1"], env=env, cwd=tmp_path,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(worker)
         commands = "\n".join(printed[printed.index("then:") + 1:]).replace("\\\n", " ")
         revoke = next(line for line in commands.splitlines() if "seat-revoker revoke" in line)
         printf = next(line for line in commands.splitlines() if line.strip().startswith("printf"))
-        cli = f"{shlex.quote(sys.executable)} -m worker.cli"
+        cli = f"{shlex.quote(sys.executable)} -m worker.cli.main"
         done = subprocess.run(revoke.replace("seat-revoker", cli, 1), shell=True, env=env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr

@@ -9,9 +9,15 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from worker.fleetpause import FleetPause
-from worker.metrics import LATENCY_BUCKETS, MetricsCollector, _histogram, _label, queue_keys
-from worker.outcomes import FleetFault
+from worker.decisions.outcomes import FleetFault
+from worker.jobs.fleetpause import FleetPause
+from worker.telemetry.metrics import (
+    LATENCY_BUCKETS,
+    MetricsCollector,
+    _histogram,
+    _label,
+    queue_keys,
+)
 
 
 def test_histogram_buckets_are_cumulative_and_end_with_count() -> None:
@@ -102,8 +108,8 @@ def samples(collector: MetricsCollector, name: str) -> dict[tuple[str, ...], flo
 def test_oldest_age_workers_and_scheduler_heartbeat(redis_prefix: tuple[Redis, str]) -> None:
     from datetime import UTC, datetime
 
-    from worker.heartbeats import record_pass
-    from worker.nodes import NodeRegistry
+    from worker.jobs.heartbeats import record_pass
+    from worker.jobs.nodes import NodeRegistry
 
     redis, prefix = redis_prefix
     now = 1_800_000_000.0

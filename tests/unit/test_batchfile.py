@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from worker.batchfile import BatchFileError, parse_batch
+from worker.intake.batchfile import BatchFileError, parse_batch
 
 SEAT, OTHER = str(uuid.uuid4()), str(uuid.uuid4())
 

@@ -15,10 +15,10 @@ from click.testing import CliRunner, Result
 from redis import Redis
 
 from config.settings import Settings
-from worker.cli import EXIT_PAUSED, main
-from worker.fleetpause import FleetPause
-from worker.outcomes import FleetFault
-from worker.store import Store
+from worker.cli.main import EXIT_PAUSED, main
+from worker.decisions.outcomes import FleetFault
+from worker.jobs.fleetpause import FleetPause
+from worker.store.records import Store
 
 
 class Env:
@@ -136,7 +136,7 @@ def test_retry_all_failed_covers_needs_review(
     review, failed = env.seed("needs_review"), env.seed("failed")
     env.seed("revoked")
     retried: list[str] = []
-    monkeypatch.setattr("worker.producer.Producer.retry",
+    monkeypatch.setattr("worker.intake.producer.Producer.retry",
                         lambda self, request_id, portal_token=None, actor=None:
                         retried.append(request_id))
     done = env.run("retry", "--all-failed")
@@ -184,7 +184,7 @@ def flat(text: str) -> str:
 
 
 def requests_of(env: Env, batch_id: str | None = None) -> list[Any]:
-    from worker.queries import RequestFilter, list_requests
+    from worker.store.queries import RequestFilter, list_requests
 
     return list_requests(env.store, RequestFilter(batch_id=batch_id), limit=100).items
 

@@ -13,8 +13,8 @@ from redis import Redis
 
 from tests.unit.test_cli_ops import Env
 from tests.unit.test_cli_ops import env as env  # the fixture
-from worker.cli import EXIT_NO_WORKER, EXIT_NOT_FOUND, EXIT_USAGE
-from worker.nodes import NodeRegistry
+from worker.cli.main import EXIT_NO_WORKER, EXIT_NOT_FOUND, EXIT_USAGE
+from worker.jobs.nodes import NodeRegistry
 from worker.version import package_version
 
 
@@ -31,7 +31,7 @@ def seed(env: Env, state: str, request_id: str | None = None, **fields: object) 
 def test_version() -> None:
     from click.testing import CliRunner
 
-    from worker.cli import main
+    from worker.cli.main import main
 
     done = CliRunner().invoke(main, ["--version"])
     assert done.exit_code == 0 and done.output.strip() == f"seat-revoker {package_version()}"
@@ -67,7 +67,7 @@ def test_cancel_and_retry_take_prefixes_and_record_the_actor(env: Env) -> None:
 
 
 def test_cancelled_retrying_request_is_not_run_again(env: Env) -> None:
-    from worker.models import utcnow
+    from worker.store.models import utcnow
 
     request_id = seed(env, "retrying")
     assert env.run("cancel", request_id).exit_code == 0

@@ -7,7 +7,7 @@ import pytest
 
 from worker.api.routers.dashboard import go, local_path
 from worker.api.server import listening_lines
-from worker.display import mapping_text
+from worker.cli.display import mapping_text
 
 
 @pytest.mark.parametrize(

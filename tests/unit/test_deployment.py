@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.cli import main
+from worker.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -139,7 +139,7 @@ def test_seat_revoker_commands_exist_in_the_cli(services: dict[str, dict[str, An
     present = used - set(missing)
     assert present, "no compose command is a seat-revoker command"
     if missing:
-        pytest.skip(f"`seat-revoker {' / '.join(missing)}` not in worker.cli yet "
+        pytest.skip(f"`seat-revoker {' / '.join(missing)}` not in worker.cli.main yet "
                     f"(checked: {', '.join(sorted(present))})")
 
 
@@ -147,7 +147,7 @@ def test_flower_uses_the_project_celery_app(services: dict[str, dict[str, Any]])
     flower = services["flower"]
     argv = list(flower["entrypoint"]) + command_of(flower)
     # global_keyprefix (NAMESPACE:) is only known to the project's app, not to --broker.
-    assert argv[:3] == ["celery", "-A", "worker.tasks"], argv
+    assert argv[:3] == ["celery", "-A", "worker.jobs.tasks"], argv
     assert "flower" in argv
     assert flower["environment"]["NAMESPACE"] == services["worker"]["environment"]["NAMESPACE"]
 

@@ -9,11 +9,11 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 
-from worker import display
-from worker.display import STATE_STYLE, detail_text, pause_lines, record_rows, styled_state
-from worker.fleetpause import PauseInfo
-from worker.models import RevocationRequest
-from worker.outcomes import FLEET_FAULT_HINTS, FleetFault, State
+from worker.cli import display
+from worker.cli.display import STATE_STYLE, detail_text, pause_lines, record_rows, styled_state
+from worker.decisions.outcomes import FLEET_FAULT_HINTS, FleetFault, State
+from worker.jobs.fleetpause import PauseInfo
+from worker.store.models import RevocationRequest
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_occupant import ADA, BILLING, BOB, SEAT_A, SUB, legacy
-from worker.dryrun import forecast
-from worker.occupant import IdentityContext
-from worker.polar import CustomerSeat
-from worker.requests import RevocationInput
+from worker.decisions.occupant import IdentityContext
+from worker.intake.dryrun import forecast
+from worker.intake.requests import RevocationInput
+from worker.polar.client import CustomerSeat
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import exitcodes
-from worker.exitcodes import Exit
+from worker.cli import exitcodes
+from worker.cli.exitcodes import Exit
 
 
 @pytest.mark.parametrize(

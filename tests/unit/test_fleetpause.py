@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from worker.fleetpause import FleetPause
-from worker.outcomes import FleetFault
+from worker.decisions.outcomes import FleetFault
+from worker.jobs.fleetpause import FleetPause
 
 
 @pytest.fixture

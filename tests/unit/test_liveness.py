@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.liveness import NoWorker, WorkerWatch
+from worker.jobs.liveness import NoWorker, WorkerWatch
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Tests of the structlog pipeline in ``worker.logs`` (JSON lines, context, redaction)."""
+"""Tests of the structlog pipeline in ``worker.telemetry.logs`` (JSON lines, context, redaction)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
-from worker import logs
+from worker.telemetry import logs
 
 SECRET = "polar_oat_LogSecretToken987"
 

@@ -1,4 +1,4 @@
-"""Table tests of ``worker.occupant``: who holds a seat, over real-shaped seat bodies.
+"""Table tests of ``worker.decisions.occupant``: who holds a seat, over real-shaped seat bodies.
 
 Seat shapes follow Polar's server source (polarsource/polar
 ``server/polar/customer_seat/service.py`` ``assign_seat``, ``schemas.py`` ``customer_email``):
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from worker.occupant import (
+from worker.decisions.occupant import (
     EXTERNAL_UNKNOWN,
     IdentityContext,
     Match,
@@ -34,7 +34,7 @@ from worker.occupant import (
     occupant_of,
     revoked_by_this_job,
 )
-from worker.polar import CustomerSeat
+from worker.polar.client import CustomerSeat
 
 SEAT_A = "5a1e0a4c-0000-4000-8000-00000000000a"
 SEAT_B = "5a1e0a4c-0000-4000-8000-00000000000b"

@@ -1,10 +1,10 @@
-"""Table-driven tests of the pure retry decisions in ``worker.outcomes``."""
+"""Table-driven tests of the pure retry decisions in ``worker.decisions.outcomes``."""
 
 from __future__ import annotations
 
 import pytest
 
-from worker.outcomes import (
+from worker.decisions.outcomes import (
     ATTENTION_STATES,
     SUCCESS_STATES,
     TERMINAL_STATES,

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from worker.api.offboarding import MappingError, OffboardingEvent, to_requests
-from worker.batchfile import BatchFileError, parse_batch
-from worker.requests import PersonInput, RevocationInput
+from worker.intake.batchfile import BatchFileError, parse_batch
+from worker.intake.requests import PersonInput, RevocationInput
 
 CUSTOMER = str(uuid.uuid4())
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.outcomes import State
-from worker.personplan import Finding, PersonPlan, plan_person
+from worker.decisions.outcomes import State
+from worker.decisions.personplan import Finding, PersonPlan, plan_person
 
 A = Finding("holds", "subscription", "sub-1", "seat-a")
 B = Finding("holds", "order", "ord-1", "seat-b")

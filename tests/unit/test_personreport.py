@@ -7,7 +7,7 @@ import csv
 import io
 from typing import Any
 
-from worker.personreport import COLUMNS, report_csv, report_rows
+from worker.store.personreport import COLUMNS, report_csv, report_rows
 
 
 def report(**overrides: Any) -> dict[str, Any]:

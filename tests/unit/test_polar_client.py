@@ -1,4 +1,4 @@
-"""Tests of ``worker.polar.PolarClient`` against ``httpx.MockTransport`` (no network)."""
+"""Tests of ``worker.polar.client.PolarClient`` against ``httpx.MockTransport`` (no network)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from worker.outcomes import Fault
-from worker.polar import (
+from worker.decisions.outcomes import Fault
+from worker.polar.client import (
     CustomerSeat,
     PolarClient,
     PolarError,

@@ -1,4 +1,4 @@
-"""Tests of ``worker.ratelimit``: the pure decisions (tables), the Lua scripts against the
+"""Tests of ``worker.polar.ratelimit``: the pure decisions (tables), the Lua scripts against the
 real local Redis, and the whole limiter against a simulated Polar fixed window.
 
 Every Redis test uses its own key prefix and deletes its keys afterwards. Where waits only
@@ -21,8 +21,8 @@ from pydantic import SecretStr
 from redis import Redis
 
 from config.settings import RateLimit
-from worker.polar import PolarClient, PolarHTTPError, token_bucket
-from worker.ratelimit import (
+from worker.polar.client import PolarClient, PolarHTTPError, token_bucket
+from worker.polar.ratelimit import (
     Episode,
     Rejected,
     SharedRateLimiter,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.reconciler import lost_messages
+from worker.jobs.reconciler import lost_messages
 
 Q, RUN, RETRY = "queued", "running", "retrying"
 

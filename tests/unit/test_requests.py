@@ -1,4 +1,4 @@
-"""Table-driven tests of producer input validation in ``worker.requests``."""
+"""Table-driven tests of producer input validation in ``worker.intake.requests``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from worker.occupant import Occupant
-from worker.requests import RevocationInput
+from worker.decisions.occupant import Occupant
+from worker.intake.requests import RevocationInput
 
 SEAT = "5a1e0a4c-0000-4000-8000-000000000001"
 SUB = "6b2f1b5d-0000-4000-8000-000000000002"

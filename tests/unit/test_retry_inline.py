@@ -1,4 +1,4 @@
-"""Tests of the in-process retry loop ``worker.revocation._with_inline_retries``.
+"""Tests of the in-process retry loop ``worker.jobs.revocation._with_inline_retries``.
 
 The runtime and record are minimal fakes: the loop reads only ``rt.policy`` and the
 record's ``attempts``, ``created_at`` and ``effective_at``. ``sleep`` is recorded, never real.
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from worker.models import utcnow
-from worker.outcomes import Fault, RetryPolicy
-from worker.polar import PolarError, PolarHTTPError, PolarTransportError
-from worker.revocation import _with_inline_retries
+from worker.decisions.outcomes import Fault, RetryPolicy
+from worker.jobs.revocation import _with_inline_retries
+from worker.polar.client import PolarError, PolarHTTPError, PolarTransportError
+from worker.store.models import utcnow
 
 
 class NoMetrics:
@@ -201,8 +201,8 @@ def test_non_polar_errors_are_not_retried() -> None:
     ],
 )
 def test_jitter_bounds(monkeypatch: pytest.MonkeyPatch, error: PolarError, expected: float) -> None:
-    import worker.revocation
+    import worker.jobs.revocation
 
-    monkeypatch.setattr(worker.revocation.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(worker.jobs.revocation.random, "uniform", lambda low, high: high)
     _, sleeps = run(Script(error))
     assert sleeps == [pytest.approx(expected)]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from worker.sandbox_state import (
+from worker.sandbox.state import (
     DEFAULT_SANDBOX_TOKEN,
     FaultRule,
     MemberRole,

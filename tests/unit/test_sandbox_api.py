@@ -17,9 +17,9 @@ with warnings.catch_warnings():  # starlette asks for `httpx2`; httpx serves the
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
 
-from worker.sandbox import create_app
-from worker.sandbox_control import SandboxControl
-from worker.sandbox_state import DEFAULT_SANDBOX_TOKEN, SandboxState
+from worker.sandbox.app import create_app
+from worker.sandbox.control import SandboxControl
+from worker.sandbox.state import DEFAULT_SANDBOX_TOKEN, SandboxState
 
 ORG = {"Authorization": f"Bearer {DEFAULT_SANDBOX_TOKEN}"}
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

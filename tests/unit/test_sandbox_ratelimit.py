@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.sandbox_ratelimit import FixedWindowLimiter, RateLimit
-from worker.sandbox_state import SandboxState
+from worker.sandbox.ratelimit import FixedWindowLimiter, RateLimit
+from worker.sandbox.state import SandboxState
 
 
 @pytest.mark.parametrize(

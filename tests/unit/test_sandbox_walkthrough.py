@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.sandbox_ratelimit import RateLimit
-from worker.sandbox_walkthrough import (
+from worker.sandbox.ratelimit import RateLimit
+from worker.sandbox.walkthrough import (
     LOCAL_WORKER_RATE,
     rate_limit_line,
     sample_specs,

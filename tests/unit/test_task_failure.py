@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.tasks import RevocationFailed, raise_if_failed, revoke_seat
+from worker.jobs.tasks import RevocationFailed, raise_if_failed, revoke_seat
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from worker.api.settings import ApiSettings, hash_key
-from worker.webhooks import WebhookVerificationError, WebhookVerifier
+from worker.intake.webhooks import WebhookVerificationError, WebhookVerifier
 
 # A fixed secret, as Standard Webhooks writes them: whsec_ + base64 of the key bytes.
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

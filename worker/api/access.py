@@ -16,7 +16,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.logs import get_logger
+from worker.telemetry.logs import get_logger
 
 log = get_logger("seat_revoker.api.access")
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/dashboard/state.json"})

@@ -27,14 +27,14 @@ from worker.api.routers import (
 )
 from worker.api.security import SecurityHeaders, add_docs
 from worker.api.settings import ApiSettings
-from worker.logs import get_logger
-from worker.metrics import MetricsCollector, lane_queue_keys
-from worker.outcomes import State
-from worker.producer import NotSent, Producer
-from worker.queries import oldest_change_by_state
-from worker.store import Store
+from worker.decisions.outcomes import State
+from worker.intake.producer import NotSent, Producer
+from worker.intake.webhooks import WebhookVerifier
+from worker.store.queries import oldest_change_by_state
+from worker.store.records import Store
+from worker.telemetry.logs import get_logger
+from worker.telemetry.metrics import MetricsCollector, lane_queue_keys
 from worker.version import build_revision, package_version
-from worker.webhooks import WebhookVerifier
 
 log = get_logger("seat_revoker.api")
 

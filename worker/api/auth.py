@@ -34,7 +34,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from redis.exceptions import RedisError
 
 from worker.api.context import ApiContext, get_context
-from worker.logs import get_logger
+from worker.telemetry.logs import get_logger
 
 log = get_logger("seat_revoker.api.auth")
 SESSION_COOKIE = "seat_revoker_session"

@@ -10,10 +10,10 @@ from redis import Redis
 
 from config.settings import Settings
 from worker.api.settings import ApiSettings
-from worker.fleetpause import FleetPause
-from worker.producer import Producer
-from worker.store import Store
-from worker.webhooks import WebhookVerifier
+from worker.intake.producer import Producer
+from worker.intake.webhooks import WebhookVerifier
+from worker.jobs.fleetpause import FleetPause
+from worker.store.records import Store
 
 
 @dataclass

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.logs import get_logger
+from worker.telemetry.logs import get_logger
 
 log = get_logger("seat_revoker.api")
 
@@ -68,7 +68,7 @@ async def not_sent(request: Request, exc: Exception) -> JSONResponse:
     """Redis did not take the messages: 503 saying what was recorded (queued, not sent) and
     that the scheduler sends it once Redis takes messages again; a retry with the same
     idempotency key gets the same records (and sends them if they are still unsent)."""
-    from worker.producer import NotSent
+    from worker.intake.producer import NotSent
 
     assert isinstance(exc, NotSent)
     body: dict[str, Any] = {

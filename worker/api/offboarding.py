@@ -39,7 +39,7 @@ from pydantic import (
 
 from config.settings import Priority
 from worker.api.schemas import no_nul
-from worker.requests import PersonInput, RevocationInput
+from worker.intake.requests import PersonInput, RevocationInput
 
 EVENT_TYPE = "employee.offboarded"
 REQUESTED_BY = "webhook:offboarding"

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.settings import Priority
-from worker.models import RequestEvent, RevocationRequest
+from worker.store.models import RequestEvent, RevocationRequest
 
 
 def no_nul(value: object) -> object:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uvicorn
 from fastapi import FastAPI
 
-from worker.background_server import BackgroundServer, bind
-from worker.logs import configure_logging, get_logger
+from worker.sandbox.background_server import BackgroundServer, bind
+from worker.telemetry.logs import configure_logging, get_logger
 
 log = get_logger("seat_revoker.api.server")
 

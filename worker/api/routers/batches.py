@@ -20,9 +20,9 @@ from worker.api.schemas import (
     LineErrorOut,
     RevocationIn,
 )
-from worker.batches import batch_progress, report_csv, report_rows
-from worker.batchfile import BatchFileError, clip, parse_batch
-from worker.queries import BatchSummary, get_batch, key_conflicts, list_batches
+from worker.intake.batchfile import BatchFileError, clip, parse_batch
+from worker.store.batches import batch_progress, report_csv, report_rows
+from worker.store.queries import BatchSummary, get_batch, key_conflicts, list_batches
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 Context = Annotated[ApiContext, Depends(get_context)]

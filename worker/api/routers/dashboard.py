@@ -22,11 +22,10 @@ from redis.exceptions import RedisError
 from worker.api import auth
 from worker.api.context import ApiContext, get_context
 from worker.api.routers.revocations import retry_request
-from worker.fleetpause import PauseInfo
-from worker.logs import get_logger
-from worker.nodes import NodeRegistry
-from worker.outcomes import ATTENTION_STATES, State
-from worker.queries import (
+from worker.decisions.outcomes import ATTENTION_STATES, State
+from worker.jobs.fleetpause import PauseInfo
+from worker.jobs.nodes import NodeRegistry
+from worker.store.queries import (
     BatchSummary,
     RequestFilter,
     in_flight_count,
@@ -34,6 +33,7 @@ from worker.queries import (
     list_batches,
     list_requests,
 )
+from worker.telemetry.logs import get_logger
 
 log = get_logger("seat_revoker.api.dashboard")
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
@@ -71,7 +71,7 @@ def actor_of(user: str) -> str:
 
 
 def live_workers(context: ApiContext) -> int | None:
-    """Worker nodes alive now (``worker.nodes``), ``None`` when Redis does not answer."""
+    """Worker nodes alive now (``worker.jobs.nodes``), ``None`` when Redis does not answer."""
     try:
         return len(NodeRegistry(context.redis, context.settings.redis_key("nodes")).live_nodes())
     except RedisError as exc:
@@ -214,7 +214,7 @@ def dashboard(
 @router.get("/people/{request_id}", response_class=HTMLResponse)
 def person(request: Request, request_id: str, user: User, context: Context) -> Response:
     """One person offboarding with every seat found, its outcome and the reads."""
-    from worker.personreport import person_report
+    from worker.store.personreport import person_report
 
     record = context.store.get(request_id)
     if record is None or record.kind != "person":

@@ -26,10 +26,17 @@ from worker.api.routers.dashboard import (
     templates,
 )
 from worker.api.routers.revocations import cancel_request
-from worker.batches import batch_progress, report_csv, report_rows
-from worker.lookup import SOURCES, Ambiguous, NotFound, resolve_batch, resolve_request, source_of
-from worker.outcomes import State
-from worker.queries import (
+from worker.decisions.outcomes import State
+from worker.store.batches import batch_progress, report_csv, report_rows
+from worker.store.lookup import (
+    SOURCES,
+    Ambiguous,
+    NotFound,
+    resolve_batch,
+    resolve_request,
+    source_of,
+)
+from worker.store.queries import (
     STATE_GROUPS,
     RequestFilter,
     batch_lines,

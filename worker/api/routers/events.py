@@ -17,16 +17,16 @@ from worker.api.context import ApiContext, get_context
 from worker.api.offboarding import EVENT_TYPE, MappingError, OffboardingEvent, to_requests
 from worker.api.refusals import refused
 from worker.api.schemas import WebhookAccepted, WebhookIgnored
-from worker.logs import get_logger
-from worker.models import WebhookDelivery
-from worker.queries import KeyConflict, key_conflicts
-from worker.requests import PersonInput, RevocationInput
-from worker.webhooks import WebhookVerificationError
+from worker.intake.requests import PersonInput, RevocationInput
+from worker.intake.webhooks import WebhookVerificationError
+from worker.store.models import WebhookDelivery
+from worker.store.queries import KeyConflict, key_conflicts
+from worker.telemetry.logs import get_logger
 
 log = get_logger("seat_revoker.api.events")
 router = APIRouter(tags=["events"])
 MAX_BODY = 1 << 20
-MAX_WEBHOOK_ID = 200  # webhook_deliveries.webhook_id (worker/models.py)
+MAX_WEBHOOK_ID = 200  # webhook_deliveries.webhook_id (worker/store/models.py)
 
 _BODY_DOC: dict[str, Any] = {
     "requestBody": {

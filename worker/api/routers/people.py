@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from worker.api.auth import Caller
 from worker.api.context import ApiContext, get_context
 from worker.api.routers.revocations import body_fields, submit_once, validation_error
-from worker.personreport import person_report
-from worker.requests import PersonInput
+from worker.intake.requests import PersonInput
+from worker.store.personreport import person_report
 
 router = APIRouter(prefix="/v1/people", tags=["people"])
 Context = Annotated[ApiContext, Depends(get_context)]

@@ -21,9 +21,10 @@ from worker.api.schemas import (
     RevocationPage,
     SubmitOut,
 )
-from worker.outcomes import State
-from worker.producer import EnqueueResult
-from worker.queries import (
+from worker.decisions.outcomes import State
+from worker.intake.producer import EnqueueResult
+from worker.intake.requests import PersonInput, RevocationInput
+from worker.store.queries import (
     STATE_GROUPS,
     InvalidCursor,
     KeyConflict,
@@ -32,7 +33,6 @@ from worker.queries import (
     key_conflicts,
     list_requests,
 )
-from worker.requests import PersonInput, RevocationInput
 
 # What the REST routes record: a seat revocation or a person offboarding.
 Submitted = TypeVar("Submitted", RevocationInput, PersonInput)

@@ -4,7 +4,7 @@
 One tenant per Polar customer (``seat-revoker scim-tenant create``): its bearer token
 selects the tenant, and every read and write stays within it. Creating a user records the
 identity mapping only; deactivating it (``active: false`` by PUT or PATCH) or deleting it
-records a person offboarding (``worker.person``) in the tenant's customer scope, named by
+records a person offboarding (``worker.jobs.person``) in the tenant's customer scope, named by
 the user's work email. Reactivating assigns nothing back, and the answer says so in the
 ``Seat-Revoker-Notice`` header. Models, filters, PATCH (Entra's ``"Replace"`` and
 ``"False"``, Okta's path-less value object) and error bodies come from ``scim2-models``.
@@ -51,12 +51,11 @@ from scim2_models.path.expressions import CompareOperator, Comparison, FilterNod
 from starlette.concurrency import run_in_threadpool
 
 from worker.api.context import ApiContext, get_context
-from worker.logs import get_logger
-from worker.models import ScimTenant, ScimUser, utcnow
-from worker.outcomes import State
-from worker.producer import NotSent
-from worker.requests import PersonInput
-from worker.scimstore import (
+from worker.decisions.outcomes import State
+from worker.intake.producer import NotSent
+from worker.intake.requests import PersonInput
+from worker.store.models import ScimTenant, ScimUser, utcnow
+from worker.store.scim import (
     UserNameTaken,
     add_user,
     get_user,
@@ -64,6 +63,7 @@ from worker.scimstore import (
     tenant_by_token,
     tenant_users,
 )
+from worker.telemetry.logs import get_logger
 
 log = get_logger("seat_revoker.scim")
 

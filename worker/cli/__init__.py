@@ -1,0 +1,1 @@
+"""The ``seat-revoker`` command: submit, watch, operate, run workers and the API."""

@@ -1,0 +1,466 @@
+"""Who holds a seat, and whether it is the person being offboarded (pure functions).
+
+Polar reuses a revoked seat row, with the same id, for the next person assigned to the same
+subscription or order, so the only protection against revoking that new person is to read
+the seat list and compare its occupant with the person named before deleting.
+
+Which fields of a seat name its holder depends on the organization
+(polarsource/polar ``server/polar/customer_seat/service.py``, ``models/customer_seat.py``;
+``../shared/docs/polar-seat-api.md``):
+
+* member model on: ``customer_id`` is the **billing customer**, the same on every seat of
+  the subscription/order; the holder is the member (``member_id``, ``member.email``,
+  ``member.external_id``, ``email``).
+* member model off (legacy): ``customer_id`` is the holder's own customer; seats assigned
+  before March 2026 have no member and ``email: null`` — the address is only in
+  ``customer_email`` and the external id only on the customer (read through the API).
+* ``customer_email`` is ``email``, else ``member.email``, else the seat customer's email.
+
+So a ``customer_id`` (and a ``customer_email`` that may be the customer's) tells who holds a
+seat only when it is not the billing customer. The mode is read from what Polar returns:
+the billing customer is the member's ``customer_id`` or, when no seat has a member, the
+subscription's or order's own customer (``IdentityContext``). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from worker.polar.client import CustomerSeat
+
+
+class NamedPerson(Protocol):
+    occupant_email: str | None
+    occupant_member_id: str | None
+    occupant_customer_id: str | None
+    occupant_external_id: str | None
+
+
+@dataclass(frozen=True)
+class Occupant:
+    """A person as a job names them; any subset of the fields."""
+
+    email: str | None = None
+    member_id: str | None = None
+    customer_id: str | None = None
+    external_id: str | None = None
+
+    @property
+    def is_named(self) -> bool:
+        return any((self.email, self.member_id, self.customer_id, self.external_id))
+
+    @classmethod
+    def named_by(cls, record: NamedPerson) -> Occupant:
+        """The person a stored request names (its ``occupant_*`` columns)."""
+        return cls(record.occupant_email, record.occupant_member_id,
+                   record.occupant_customer_id, record.occupant_external_id)
+
+    def as_dict(self) -> dict[str, str]:
+        return {key: value for key, value in asdict(self).items() if value}
+
+
+@dataclass(frozen=True)
+class IdentityContext:
+    """What is known beyond the seat bodies, read from Polar when the bodies cannot tell.
+
+    ``billing_customer_id``: the subscription's or order's own customer. ``external_customer``:
+    the id of the customer whose ``external_id`` the job names, once looked up
+    (``EXTERNAL_UNKNOWN`` until then, ``None`` if Polar has no such customer).
+    """
+
+    billing_customer_id: str | None = None
+    external_customer: str | None = field(default="?")
+
+    @property
+    def external_resolved(self) -> bool:
+        return self.external_customer != EXTERNAL_UNKNOWN
+
+
+EXTERNAL_UNKNOWN = "?"
+
+
+def billing_customer_of(seats: Iterable[CustomerSeat]) -> str | None:
+    """The billing customer as the seat bodies show it: a member's ``customer_id``.
+
+    Members always belong to the billing customer (in legacy organizations too, since
+    March 2026), so one seat with a member is enough.
+    """
+    for seat in seats:
+        if seat.member is not None and seat.member.customer_id:
+            return seat.member.customer_id
+    return None
+
+
+def holder_customer(seat: CustomerSeat, billing: str | None) -> str | None:
+    """The holder's own customer id, or ``None`` when the seat's customer is the billing
+    customer (it identifies nobody) or cannot be told apart from it."""
+    if not seat.customer_id or billing is None or seat.customer_id == billing:
+        return None
+    return seat.customer_id
+
+
+def needs_billing_lookup(seats: Sequence[CustomerSeat], wanted: Occupant) -> bool:
+    """Whether deciding needs the subscription's/order's customer read from Polar: some
+    active seat has a customer but no member to tell whose it is, and the job names the
+    person by something the customer decides (email via ``customer_email``, customer id,
+    external id)."""
+    if billing_customer_of(seats) is not None:
+        return False
+    if not (wanted.email or wanted.customer_id or wanted.external_id):
+        return False
+    return any(seat.status != "revoked" and seat.customer_id and seat.member is None
+               for seat in seats)
+
+
+def needs_external_lookup(
+    seats: Sequence[CustomerSeat], wanted: Occupant, context: IdentityContext
+) -> bool:
+    """Whether the external id named must be resolved to a customer: some active seat
+    shows no member external id but has a holder customer of its own (legacy)."""
+    if not wanted.external_id or context.external_resolved:
+        return False
+    billing = context.billing_customer_id or billing_customer_of(seats)
+    return any(
+        seat.status != "revoked"
+        and not (seat.member and seat.member.external_id)
+        and holder_customer(seat, billing) is not None
+        for seat in seats
+    )
+
+
+class Match(StrEnum):
+    HOLDS = "holds"  # what the seat shows agrees with the person named
+    OTHER = "other"  # what the seat shows disagrees: someone else holds it
+    CONFLICT = "conflict"  # some named fields agree, others disagree
+    UNKNOWN = "unknown"  # the seat shows none of the fields named
+
+
+@dataclass(frozen=True)
+class Judgement:
+    match: Match
+    agree: tuple[str, ...] = ()
+    disagree: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+
+
+def judge_holder(
+    seat: CustomerSeat, wanted: Occupant, context: IdentityContext
+) -> Judgement:
+    """Is this seat held by the person named? Field by field, for both organization modes."""
+    billing = context.billing_customer_id or billing_customer_of([seat])
+    own_customer = holder_customer(seat, billing)
+    member = seat.member
+    checks: dict[str, bool | None] = {}
+    if wanted.email:
+        shown = {address.casefold() for address in _addresses(seat, own_customer)}
+        checks["email"] = (wanted.email.casefold() in shown) if shown else None
+    if wanted.member_id:
+        member_id = seat.member_id or (member.id if member else None)
+        checks["member_id"] = (member_id == wanted.member_id) if member_id else None
+    if wanted.customer_id:
+        checks["customer_id"] = (
+            (own_customer == wanted.customer_id) if own_customer is not None else None
+        )
+    if wanted.external_id:
+        checks["external_id"] = _external_check(wanted.external_id, member, own_customer,
+                                                context)
+    agree = tuple(name for name, ok in checks.items() if ok is True)
+    disagree = tuple(name for name, ok in checks.items() if ok is False)
+    unknown = tuple(name for name, ok in checks.items() if ok is None)
+    if agree and disagree:
+        match = Match.CONFLICT
+    elif agree:
+        match = Match.HOLDS
+    elif disagree:
+        match = Match.OTHER
+    else:
+        match = Match.UNKNOWN
+    return Judgement(match, agree, disagree, unknown)
+
+
+def _external_check(
+    external_id: str, member: Any, own_customer: str | None, context: IdentityContext
+) -> bool | None:
+    if member is not None and member.external_id:
+        return bool(member.external_id == external_id)
+    if own_customer is None or not context.external_resolved:
+        return None
+    return own_customer == context.external_customer
+
+
+class SeatIndex:
+    """The active seats of one list by every field a person can be named by.
+
+    Deciding for one person then looks only at the seats that could be theirs — those
+    that show a named field with the person's value, or cannot show it — instead of
+    judging every seat of the list (a 10,000-seat subscription made a batch quadratic).
+    A seat left out is one that shows every named field with another value: ``OTHER`` for
+    ``judge_holder`` (a property test checks the two agree). Built for one billing
+    customer, as ``judge_holder`` reads the seats with ``IdentityContext.billing_customer_id``.
+    """
+
+    def __init__(self, seats: Sequence[CustomerSeat], billing: str | None) -> None:
+        self.seats = list(seats)
+        self.billing = billing
+        self.by_id = {seat.id: seat for seat in self.seats}
+        self._position = {seat.id: i for i, seat in enumerate(self.seats)}
+        self._hits: dict[tuple[str, str], list[CustomerSeat]] = {}
+        self._blind: dict[str, list[CustomerSeat]] = {}
+        for seat in self.seats:
+            if seat.status != "revoked":
+                self._add(seat)
+
+    def _add(self, seat: CustomerSeat) -> None:
+        member = seat.member
+        own = holder_customer(seat, self.billing or (member.customer_id if member else None))
+        for address in _addresses(seat, own):
+            self._key("email", address.casefold(), seat)
+        if not _addresses(seat, own):
+            self._blind.setdefault("email", []).append(seat)
+        member_id = seat.member_id or (member.id if member else None)
+        if member_id:
+            self._key("member_id", member_id, seat)
+        else:
+            self._blind_in("member_id", seat)
+        if own:
+            self._key("customer_id", own, seat)
+        else:
+            self._blind_in("customer_id", seat)
+        if member is not None and member.external_id:
+            self._key("external_id", member.external_id, seat)
+        elif own is not None:
+            self._key("external_customer", own, seat)  # decided by the customer read
+            self._blind_in("external_unresolved", seat)
+        else:
+            self._blind_in("external_id", seat)
+
+    def _key(self, field_name: str, value: str, seat: CustomerSeat) -> None:
+        self._hits.setdefault((field_name, value), []).append(seat)
+
+    def _blind_in(self, field_name: str, seat: CustomerSeat) -> None:
+        self._blind.setdefault(field_name, []).append(seat)
+
+    def candidates(
+        self, wanted: Occupant, context: IdentityContext, *, excluding: str | None = None
+    ) -> list[CustomerSeat]:
+        """Active seats that may be the person's (in list order)."""
+        found: dict[str, CustomerSeat] = {}
+
+        def take(seats: Iterable[CustomerSeat]) -> None:
+            found.update((seat.id, seat) for seat in seats)
+
+        for field_name, value in (("email", wanted.email and wanted.email.casefold()),
+                                  ("member_id", wanted.member_id),
+                                  ("customer_id", wanted.customer_id)):
+            if value:
+                take(self._hits.get((field_name, value), ()))
+                take(self._blind.get(field_name, ()))
+        if wanted.external_id:
+            take(self._hits.get(("external_id", wanted.external_id), ()))
+            take(self._blind.get("external_id", ()))
+            if not context.external_resolved:
+                take(self._blind.get("external_unresolved", ()))
+            elif context.external_customer is not None:
+                take(self._hits.get(("external_customer", context.external_customer), ()))
+        found.pop(excluding or "", None)
+        return sorted(found.values(), key=lambda seat: self._position[seat.id])
+
+
+def _addresses(seat: CustomerSeat, own_customer: str | None) -> set[str]:
+    """The addresses a seat shows for its holder (see ``judge_holder``)."""
+    member = seat.member
+    addresses = [seat.email, member.email if member else None]
+    if own_customer is not None or member is not None:
+        # Falls back to the customer's address: the holder's only when the seat's customer
+        # is the holder's own (with a member it equals member.email anyway).
+        addresses.append(seat.customer_email)
+    return {address for address in addresses if address}
+
+
+class Verdict(StrEnum):
+    PROCEED = "proceed"  # held by the person named (or, naming nobody, by anyone): DELETE
+    REVOKED_BY_US = "revoked_by_us"  # revoked by this job's own earlier DELETE
+    ALREADY_REVOKED = "already_revoked"  # revoked before this job touched it
+    MISMATCH = "occupant_mismatch"  # held by someone else; the person holds no seat there
+    NO_ACTIVE_SEAT = "no_active_seat"  # the person holds no active seat there
+    REVIEW = "needs_review"  # cannot be decided: nothing is deleted
+    NOT_FOUND = "not_found"  # no seat with this id in the subscription/order
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do, on which seat, and whether the end state is proven by the list."""
+
+    verdict: Verdict
+    why: str
+    seat: CustomerSeat | None = None  # the seat to DELETE, or the one judged
+    # For a finished verdict: the list shows the person holds no active seat there
+    # (None when nobody is named, so there is nobody to check for).
+    verified: bool | None = None
+
+
+def decide(
+    seats: Sequence[CustomerSeat],
+    seat_id: str | None,
+    wanted: Occupant,
+    context: IdentityContext,
+    *,
+    first_delete_at: datetime | None,
+    skew: timedelta,
+    reassigned_after_ours: bool = False,
+    index: SeatIndex | None = None,
+) -> Decision:
+    """The decision for one request from its subscription's/order's seat list.
+
+    ``seat_id`` is the seat the producer named (``None``: find the person's seat). The goal
+    is that the person named holds no active seat there: a stale seat id (now someone
+    else's) gives way to the seat the person holds, and "someone else's" counts as done
+    only when the list proves the person holds none. ``reassigned_after_ours``: this
+    system revoked this seat before, so an active occupant now is a newcomer. ``index``:
+    the list's ``SeatIndex`` when the caller keeps one (built here otherwise).
+    """
+    if index is None or index.billing != context.billing_customer_id:
+        index = SeatIndex(seats, context.billing_customer_id)
+    named = index.by_id.get(seat_id) if seat_id is not None else None
+    if seat_id is not None and named is None:
+        return Decision(Verdict.NOT_FOUND, f"seat {seat_id} is not in the given "
+                        "subscription/order: check both ids")
+    if not wanted.is_named:
+        assert named is not None
+        return _decide_anonymous(named, first_delete_at, skew, reassigned_after_ours)
+    if named is not None and named.status != "revoked":
+        judgement = judge_holder(named, wanted, context)
+        if judgement.match is Match.HOLDS:
+            return _confirm_only_seat(index, named, wanted, context)
+        if judgement.match is not Match.OTHER:
+            return Decision(Verdict.REVIEW, _review_text(named, judgement), named)
+    found = locate_in(index, wanted, context)
+    if found.verdict is not Verdict.NO_ACTIVE_SEAT:
+        return found
+    if named is None:
+        return found
+    if named.status == "revoked":
+        if revoked_by_this_job(named, first_delete_at, skew):
+            return Decision(Verdict.REVOKED_BY_US, "revoked by this job's earlier DELETE",
+                            named, verified=True)
+        return Decision(Verdict.ALREADY_REVOKED, "seat was already revoked; the person "
+                        "holds no other active seat there", named, verified=True)
+    return Decision(Verdict.MISMATCH, "seat is held by someone else now; the person holds "
+                    "no active seat in this subscription/order", named, verified=True)
+
+
+def _decide_anonymous(
+    seat: CustomerSeat, first_delete_at: datetime | None, skew: timedelta, reassigned: bool
+) -> Decision:
+    if seat.status == "revoked":
+        if revoked_by_this_job(seat, first_delete_at, skew):
+            return Decision(Verdict.REVOKED_BY_US, "revoked by this job's earlier DELETE", seat)
+        return Decision(Verdict.ALREADY_REVOKED, "seat was already revoked", seat)
+    if reassigned:
+        return Decision(Verdict.MISMATCH, "seat was reassigned after this system revoked "
+                        "it; name the occupant to revoke", seat)
+    return Decision(Verdict.PROCEED, "the job names a seat, not a person", seat)
+
+
+def _confirm_only_seat(
+    index: SeatIndex, seat: CustomerSeat, wanted: Occupant, context: IdentityContext,
+) -> Decision:
+    """The named seat is the person's: make sure no other active seat is (or may be)."""
+    rest = _judge_all(index.candidates(wanted, context, excluding=seat.id), wanted, context)
+    if rest.verdict is Verdict.NO_ACTIVE_SEAT:
+        return Decision(Verdict.PROCEED, "seat is held by the person named", seat,
+                        verified=True)
+    if rest.verdict is Verdict.PROCEED and rest.seat is not None:
+        return Decision(Verdict.REVIEW, f"the person named holds seats {seat.id} and "
+                        f"{rest.seat.id} in this subscription/order: check the fields "
+                        "that name them and revoke each by seat id", seat)
+    return Decision(Verdict.REVIEW, rest.why, seat)
+
+
+def locate(
+    seats: Sequence[CustomerSeat], wanted: Occupant, context: IdentityContext
+) -> Decision:
+    """The one active seat the person holds, ``NO_ACTIVE_SEAT``, or ``REVIEW`` when several
+    match, the fields contradict each other, or a seat cannot be judged."""
+    return locate_in(SeatIndex(seats, context.billing_customer_id), wanted, context)
+
+
+def locate_in(index: SeatIndex, wanted: Occupant, context: IdentityContext) -> Decision:
+    """``locate`` over an indexed list: only the seats that may be the person's are judged."""
+    return _judge_all(index.candidates(wanted, context), wanted, context)
+
+
+def _judge_all(
+    seats: Sequence[CustomerSeat], wanted: Occupant, context: IdentityContext
+) -> Decision:
+    holds: list[CustomerSeat] = []
+    for seat in seats:
+        if seat.status == "revoked":
+            continue
+        judgement = judge_holder(seat, wanted, context)
+        if judgement.match is Match.HOLDS:
+            holds.append(seat)
+        elif judgement.match is not Match.OTHER:
+            return Decision(Verdict.REVIEW, _review_text(seat, judgement), seat)
+    if len(holds) > 1:
+        ids = ", ".join(seat.id for seat in holds)
+        return Decision(Verdict.REVIEW, f"{len(holds)} active seats match the person named "
+                        f"({ids}): name them by member id, or revoke each by seat id")
+    if holds:
+        return Decision(Verdict.PROCEED, "seat is held by the person named", holds[0],
+                        verified=True)
+    return Decision(Verdict.NO_ACTIVE_SEAT, "the person holds no active seat there",
+                    verified=True)
+
+
+def _review_text(seat: CustomerSeat, judgement: Judgement) -> str:
+    if judgement.match is Match.CONFLICT:
+        return (f"seat {seat.id}: {', '.join(judgement.agree)} match the person named but "
+                f"{', '.join(judgement.disagree)} differ — check which fields of the request "
+                "are right, fix them and retry")
+    hints = []
+    if "customer_id" in judgement.unknown:
+        hints.append("a customer_id names the purchaser (billing customer) in organizations "
+                     "with the member model and identifies nobody: name the person by "
+                     "email, member id or external id")
+    if "external_id" in judgement.unknown:
+        hints.append("the external id is neither on the seat's member nor resolvable to the "
+                     "seat's customer")
+    if "email" in judgement.unknown or "member_id" in judgement.unknown:
+        hints.append("the seat shows no address or member to compare with")
+    return (f"cannot tell whether the person named holds seat {seat.id} "
+            f"({', '.join(judgement.unknown)} not shown): " + "; ".join(hints))
+
+
+def revoked_by_this_job(
+    seat: CustomerSeat, first_delete_at: datetime | None, skew: timedelta
+) -> bool:
+    """A revoked seat whose ``revoked_at`` is not older than this job's first DELETE."""
+    if first_delete_at is None:
+        return False
+    if seat.revoked_at is None:
+        return True
+    return seat.revoked_at >= first_delete_at - skew
+
+
+def find_seat(seats: Iterable[CustomerSeat], seat_id: str) -> CustomerSeat | None:
+    return next((seat for seat in seats if seat.id == seat_id), None)
+
+
+def occupant_of(seat: CustomerSeat, billing: str | None = None) -> Occupant:
+    """The person a seat shows (for the record and the logs)."""
+    member = seat.member
+    return Occupant(
+        email=seat.email or (member.email if member else None) or seat.customer_email,
+        member_id=seat.member_id or (member.id if member else None),
+        customer_id=holder_customer(seat, billing or billing_customer_of([seat])),
+        external_id=member.external_id if member else None,
+    )
+
+
+def occupant_dict(seat: CustomerSeat) -> dict[str, Any]:
+    return occupant_of(seat).as_dict()

@@ -1,0 +1,84 @@
+"""Per-seat mutual exclusion in Redis, kept alive while its holder works.
+
+The lock has a short TTL and a heartbeat thread extends it, so a worker that is SIGKILLed
+mid-job frees the seat within one TTL and the redelivered task can proceed. The same
+heartbeat renews whatever else must follow the worker's liveness (the request's lease in
+the store: ``Heartbeat.also``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from redis import Redis
+from redis.exceptions import LockError, RedisError
+
+from worker.telemetry.logs import get_logger
+
+log = get_logger("seat_revoker.seatlock")
+
+
+class SeatBusy(Exception):
+    """Another worker holds this seat's lock."""
+
+
+class Heartbeat:
+    """Calls its beats every ``interval`` seconds in a thread until stopped."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._beats: list[tuple[str, Callable[[], object]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def also(self, name: str, beat: Callable[[], object]) -> None:
+        """Add a beat; one that raises is logged and dropped, the others go on."""
+        self._beats.append((name, beat))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for name, beat in list(self._beats):
+                try:
+                    beat()
+                except Exception as exc:
+                    log.warning("heartbeat.lost", beat=name, error=type(exc).__name__)
+                    self._beats.remove((name, beat))
+
+
+@contextmanager
+def seat_lock(redis: Redis, key: str, ttl: float, wait: float = 1.0) -> Iterator[Heartbeat]:
+    # thread_local=False: the token must be visible to the heartbeat thread, which extends
+    # the lock (redis-py's default keeps it in a threading.local of the acquiring thread,
+    # so extend() there raised and the lock lapsed under a live worker).
+    lock = redis.lock(key, timeout=ttl, blocking_timeout=wait, thread_local=False)
+    if not lock.acquire():
+        raise SeatBusy(key)
+
+    def extend() -> None:
+        try:
+            lock.extend(ttl, replace_ttl=True)
+        except (LockError, RedisError):
+            log.warning("seat.lock.lost")
+            raise
+
+    heartbeat = Heartbeat(ttl / 3)
+    heartbeat.also("seat_lock", extend)
+    heartbeat.start()
+    try:
+        yield heartbeat
+    finally:
+        heartbeat.stop()
+        try:
+            lock.release()
+        except LockError:
+            log.warning("seat.lock.expired")
