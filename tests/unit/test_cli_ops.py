@@ -15,7 +15,8 @@ from click.testing import CliRunner, Result
 from redis import Redis
 
 from config.settings import Settings
-from worker.cli.main import EXIT_PAUSED, main
+from worker.cli.common import EXIT_PAUSED
+from worker.cli.main import main
 from worker.decisions.outcomes import FleetFault
 from worker.jobs.fleetpause import FleetPause
 from worker.store.records import Store
