@@ -27,8 +27,9 @@ from sqlalchemy import update
 
 from config.settings import Settings
 from worker.decisions.outcomes import State
-from worker.intake.producer import NotSent, Producer, broker_task_ids
+from worker.intake.producer import Producer
 from worker.intake.requests import RevocationInput
+from worker.intake.sender import NotSent, broker_task_ids
 from worker.jobs.reconciler import Reconciler
 from worker.sandbox.localredis import PrivateRedis, redis_answers
 from worker.sandbox.localstack import LocalStack

@@ -33,7 +33,8 @@ from worker.decisions.occupant import (
 )
 from worker.decisions.outcomes import State
 from worker.decisions.personplan import Finding, PersonPlan, plan_person
-from worker.intake.producer import PUBLISH_ERRORS, NotSent, Producer
+from worker.intake.producer import Producer
+from worker.intake.sender import PUBLISH_ERRORS, NotSent
 from worker.jobs.revocation import (
     Deferred,
     _pause_if_fleet_fault,

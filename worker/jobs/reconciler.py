@@ -39,7 +39,8 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings, redacted_url
 from worker.decisions.outcomes import State
-from worker.intake.producer import NotSent, Producer, broker_task_ids
+from worker.intake.producer import Producer
+from worker.intake.sender import NotSent, broker_task_ids
 from worker.jobs.heartbeats import record_pass
 from worker.jobs.nodes import NodeRegistry
 from worker.store.models import utcnow
