@@ -2,39 +2,44 @@
 
 Pure and synchronous (no HTTP). Every public method of `SandboxState` holds its lock, so
 the ASGI app (event-loop thread) and tests (other threads) can share one instance.
-Public methods hand out copies (or JSON), never the stored rows. Behaviour follows
+Public methods hand out copies (or JSON), never the stored rows. Its parts: `config`
+(knobs, token subjects), `people` (customers and members), `rows` (subscriptions, orders,
+seat rows), `faults`, `accounting` (stats and log), `ratelimit`. Behaviour follows
 polarsource/polar; each piece names its source file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import itertools
 import random
 import secrets
 import threading
 import time
-import uuid
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from worker.sandbox.errors import SandboxError
-from worker.sandbox.people import Customer, Directory, Member, MemberRole, iso, new_id
-from worker.sandbox.ratelimit import FixedWindowLimiter, RateLimit
-from worker.sandbox.seats import (
-    Holder,
-    Seat,
-    SeatsList,
-    SeatSpec,
-    SeatStatus,
-    SeatVariant,
-    place_holder,
+from worker.sandbox.accounting import Accounting
+from worker.sandbox.config import (
+    CUSTOMER_SESSION_PREFIX,
+    DEFAULT_POLAR_VERSION,
+    DEFAULT_SANDBOX_TOKEN,
+    MEMBER_SESSION_PREFIX,
+    SESSION_TTL,
+    SUPPORTED_POLAR_VERSIONS,
+    ContainerKind,
+    SandboxConfig,
+    Subject,
+    token_hash,
+    utcnow,
 )
+from worker.sandbox.errors import SandboxError
+from worker.sandbox.faults import FaultBook, FaultRule
+from worker.sandbox.people import Customer, Directory, Member, MemberRole, new_id
+from worker.sandbox.ratelimit import FixedWindowLimiter, RateLimit
+from worker.sandbox.rows import SeatRows, canonical, maybe_canonical, page_of
+from worker.sandbox.seats import Seat, SeatsList, SeatSpec, SeatStatus, SeatVariant
 
 __all__ = [
     "DEFAULT_POLAR_VERSION",
@@ -56,99 +61,9 @@ __all__ = [
     "SeatVariant",
     "SeatsList",
     "Subject",
+    "token_hash",
+    "utcnow",
 ]
-
-DEFAULT_SANDBOX_TOKEN = "polar_oat_sandbox_local"
-# server/polar/version.py: CURRENT_API_VERSION (the default) and NEXT_API_VERSION.
-DEFAULT_POLAR_VERSION = "2026-04"
-SUPPORTED_POLAR_VERSIONS = frozenset({DEFAULT_POLAR_VERSION, "2026-10"})
-SESSION_TTL = timedelta(hours=1)  # server/polar/config.py CUSTOMER_SESSION_TTL
-CUSTOMER_SESSION_PREFIX = "polar_cst_"  # customer_session/service.py
-MEMBER_SESSION_PREFIX = "polar_mst_"  # models/member_session.py
-LOG_LIMIT = 500_000  # request records kept for /_sandbox/log
-
-ContainerKind = Literal["subscription", "order"]
-
-
-def utcnow() -> datetime:
-    """Current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-def token_hash(token: str | None) -> str | None:
-    """Short SHA-256 prefix identifying a token in logs without revealing it."""
-    return None if token is None else hashlib.sha256(token.encode()).hexdigest()[:12]
-
-
-@dataclass(frozen=True, slots=True)
-class SandboxConfig:
-    """Runtime knobs of the sandbox."""
-
-    rate_limit: RateLimit | None = None  # None: unlimited
-    tokens: frozenset[str] = frozenset()  # accepted in addition to DEFAULT_SANDBOX_TOKEN
-    revoked_tokens: frozenset[str] = frozenset()  # answered 401 invalid_token
-    legacy_rerevoke: bool = False  # re-revoking bumps revoked_at (older Polar)
-    member_model_enabled: bool = True  # shape of seats assigned from now on
-    seats_enabled: bool = True  # False: 403 FeatureNotEnabled on the seat endpoints
-    scopes_missing: bool = False  # True: org tokens get 403 insufficient_scope
-    background_usage: float = 0.0  # share of each org window spent by other integrations
-    latency_ms: int = 0  # added to every Polar API request
-    seed: int = 0  # RNG seed for probabilistic faults
-    versions: frozenset[str] = SUPPORTED_POLAR_VERSIONS  # accepted Polar-Version values
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rate_limit": None if self.rate_limit is None else str(self.rate_limit),
-            "tokens": sorted(self.tokens),
-            "revoked_tokens": sorted(self.revoked_tokens),
-            "legacy_rerevoke": self.legacy_rerevoke,
-            "member_model_enabled": self.member_model_enabled,
-            "seats_enabled": self.seats_enabled,
-            "scopes_missing": self.scopes_missing,
-            "background_usage": self.background_usage,
-            "latency_ms": self.latency_ms,
-            "seed": self.seed,
-            "versions": sorted(self.versions),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """Who a bearer token authenticates (server/polar/auth/models.py AuthSubject).
-
-    `customer_id` is the customer whose subscriptions and orders a portal session sees:
-    the customer itself, or the customer a member belongs to.
-    """
-
-    kind: Literal["organization", "customer", "member"]
-    id: str
-    customer_id: str | None = None
-    role: MemberRole | None = None
-
-    @property
-    def rate_key(self) -> str:
-        """The rate limit's user key (auth/models.py `rate_limit_user`)."""
-        return f"{self.kind}:{self.id}"
-
-
-@dataclass(slots=True)
-class FaultRule:
-    """An injected failure; the first matching rule applies (see `SandboxState.match_fault`)."""
-
-    method: str | None = None
-    seat_id: str | None = None
-    status: int | None = None
-    body: Any = None  # None: a default body for the status
-    times: int | None = None  # None: unlimited
-    probability: float | None = None
-    latency_ms: int = 0
-    hang_s: float = 0.0
-    apply_then_hang: bool = False
-    retry_after: int | None = None
-    hits: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(slots=True)
@@ -156,38 +71,6 @@ class _Session:
     kind: Literal["customer", "member"]
     subject_id: str
     expires_at: datetime
-
-
-@dataclass(slots=True)
-class _Container:
-    """A subscription or an order: its billing customer and its seat rows, in order."""
-
-    kind: ContainerKind
-    id: str
-    billing: Customer
-    created_at: datetime
-    seat_ids: list[str] = field(default_factory=list)
-
-    @property
-    def not_found(self) -> SandboxError:
-        return SandboxError.not_found(f"{self.kind.capitalize()} not found")
-
-
-@dataclass(slots=True)
-class _Stats:
-    requests: int = 0
-    by_status: Counter[str] = field(default_factory=Counter)
-    by_route: Counter[str] = field(default_factory=Counter)
-    rate_limited: int = 0
-    deletes_by_seat: Counter[str] = field(default_factory=Counter)
-    revocations_by_seat: Counter[str] = field(default_factory=Counter)
-    revocations: list[dict[str, str | None]] = field(default_factory=list)
-    in_flight: int = 0
-    max_concurrent: int = 0
-
-
-def _canonical(value: str) -> str:
-    return str(uuid.UUID(value))
 
 
 class SandboxState:
@@ -208,15 +91,12 @@ class SandboxState:
 
     def _reset_data(self) -> None:
         self._people = Directory()
-        self._seats: dict[str, Seat] = {}
-        self._containers: dict[tuple[str, str], _Container] = {}
+        self._rows = SeatRows(self._people)
         self._sessions: dict[str, _Session] = {}
-        self._faults: list[FaultRule] = []
+        self._faults = FaultBook()
         self._limiter = FixedWindowLimiter()
         self._rng = random.Random(self.config.seed)
-        self._stats = _Stats()
-        self._log: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
-        self._seq = 0
+        self._accounting = Accounting()
 
     # -- configuration -------------------------------------------------------------------
 
@@ -259,7 +139,7 @@ class SandboxState:
     ) -> Customer:
         with self.lock:
             customer = self._people.add_customer(
-                self.now(), email, external_id, name, _maybe(customer_id)
+                self.now(), email, external_id, name, maybe_canonical(customer_id)
             )
             return dataclasses.replace(customer)
 
@@ -275,8 +155,8 @@ class SandboxState:
     ) -> Member:
         with self.lock:
             member = self._people.add_member(
-                self.now(), _canonical(customer_id), email, name=name, external_id=external_id,
-                role=role, member_id=_maybe(member_id),
+                self.now(), canonical(customer_id), email, name=name, external_id=external_id,
+                role=role, member_id=maybe_canonical(member_id),
             )
             return dataclasses.replace(member)
 
@@ -289,19 +169,19 @@ class SandboxState:
             return [
                 dataclasses.replace(m)
                 for m in self._people.members.values()
-                if customer_id is None or m.customer_id == _canonical(customer_id)
+                if customer_id is None or m.customer_id == canonical(customer_id)
             ]
 
     def create_customer_session(self, customer_id: str, ttl: float | None = None) -> str:
         """A customer session token (`polar_cst_…`) for the portal, valid `ttl` seconds."""
         with self.lock:
-            customer = self._people.customer(_canonical(customer_id))
+            customer = self._people.customer(canonical(customer_id))
             return self._new_session("customer", customer.id, CUSTOMER_SESSION_PREFIX, ttl)
 
     def create_member_session(self, member_id: str, ttl: float | None = None) -> str:
         """A member session token (`polar_mst_…`) for the portal, valid `ttl` seconds."""
         with self.lock:
-            member = self._people.member(_canonical(member_id))
+            member = self._people.member(canonical(member_id))
             return self._new_session("member", member.id, MEMBER_SESSION_PREFIX, ttl)
 
     def _new_session(
@@ -321,133 +201,23 @@ class SandboxState:
         New subscriptions/orders get `owner_customer_id` (created if unknown) or a new
         customer as their billing customer."""
         now = self.now()
-        owner = _maybe(owner_customer_id)
-        with self.lock, self._atomic():
-            new_ids = [_maybe(spec.id) for spec in specs]
-            self._check_new_ids(new_ids)
-            batch_subscription = new_id()
-            created: list[Seat] = []
-            for spec, seat_id in zip(specs, new_ids, strict=True):
-                if spec.subscription_id is None and spec.order_id is None:
-                    spec = dataclasses.replace(spec, subscription_id=batch_subscription)
-                container = self._container_for_seeding(spec, owner, now)
-                seat = self._add_row(container, seat_id, now)
-                if spec.status is SeatStatus.REVOKED:
-                    seat.revoked_at = spec.revoked_at or now
-                else:
-                    seat.occupy(self._holder(container, spec, now), spec.status, now)
-                created.append(seat.snapshot())
-            return created
+        owner = maybe_canonical(owner_customer_id)
+        with self.lock:
+            return self._rows.create(specs, owner, now,
+                                     member_model=self.config.member_model_enabled)
 
     def assign(self, spec: SeatSpec) -> Seat:
         """Assign like Polar: reuse a revoked row of the container (same id) or add a row
         (customer_seat/service.py `assign_seat`)."""
-        if spec.status is SeatStatus.REVOKED:
-            raise SandboxError.bad_request("An assigned seat is pending or claimed")
         now = self.now()
-        with self.lock, self._atomic():
-            container = self._container(spec.subscription_id, spec.order_id)
-            holder = self._holder(container, spec, now)
-            self._check_not_seated(container, holder)
-            seat = self._free_row(container) or self._add_row(container, None, now)
-            seat.occupy(holder, spec.status, now)
-            return seat.snapshot()
-
-    @contextlib.contextmanager
-    def _atomic(self) -> Iterator[None]:
-        """All or nothing: on an error, undo every row, container, customer and member the
-        block created (with the lock held)."""
-        undo: list[Callable[[], None]] = []
-        self._people.undo = undo
-        try:
-            yield
-        except BaseException:
-            for action in reversed(undo):
-                action()
-            raise
-        finally:
-            self._people.undo = None
-
-    def _free_row(self, container: _Container) -> Seat | None:
-        """A revoked row of the container (Polar takes any one; here the first)."""
-        rows = (self._seats[i] for i in container.seat_ids)
-        return next((s for s in rows if s.status is SeatStatus.REVOKED), None)
-
-    def _check_new_ids(self, new_ids: list[str | None]) -> None:
-        given = [i for i in new_ids if i]
-        clash = [i for i in given if i in self._seats]
-        if clash or len(set(given)) != len(given):
-            raise SandboxError(409, "Conflict", f"seat id already exists: {clash[:3]}")
-
-    def _container_for_seeding(
-        self, spec: SeatSpec, owner: str | None, now: datetime
-    ) -> _Container:
-        kind, container_id = _container_key(spec.subscription_id, spec.order_id)
-        container = self._containers.get((kind, container_id))
-        if container is None:
-            billing = self._people.billing_customer(now, owner)
-            container = _Container(kind, container_id, billing, now)
-            self._containers[(kind, container_id)] = container
-            self._remember(lambda: self._drop_container(container))
-        elif owner is not None and container.billing.id != owner:
-            raise SandboxError(
-                409, "Conflict", f"{kind} {container_id} is billed to {container.billing.id}"
-            )
-        return container
-
-    def _add_row(self, container: _Container, seat_id: str | None, now: datetime) -> Seat:
-        seat = Seat(seat_id or new_id(), now, now, SeatStatus.REVOKED)
-        seat.subscription_id = container.id if container.kind == "subscription" else None
-        seat.order_id = container.id if container.kind == "order" else None
-        container.seat_ids.append(seat.id)
-        self._seats[seat.id] = seat
-        self._remember(lambda: self._drop_row(container, seat))
-        return seat
-
-    def _drop_row(self, container: _Container, seat: Seat) -> None:
-        # Undone newest first, so the row is the container's last one.
-        if container.seat_ids[-1] == seat.id:
-            container.seat_ids.pop()
-        else:
-            container.seat_ids.remove(seat.id)
-        del self._seats[seat.id]
-
-    def _drop_container(self, container: _Container) -> None:
-        del self._containers[(container.kind, container.id)]
-
-    def _remember(self, action: Callable[[], None]) -> None:
-        if self._people.undo is not None:
-            self._people.undo.append(action)
-
-    def _holder(self, container: _Container, spec: SeatSpec, now: datetime) -> Holder:
-        spec = dataclasses.replace(
-            spec, customer_id=_maybe(spec.customer_id), member_id=_maybe(spec.member_id)
-        )
-        return place_holder(
-            self._people, now, container.billing, spec, self.config.member_model_enabled
-        )
-
-    def _check_not_seated(self, container: _Container, holder: Holder) -> None:
-        """SeatAlreadyAssigned: the member (or a legacy holder's customer) already has an
-        occupied seat of this container."""
-        own_customer = holder.customer is not container.billing
-        for seat_id in container.seat_ids:
-            seat = self._seats[seat_id]
-            if seat.status is SeatStatus.REVOKED:
-                continue
-            same_member = holder.member is not None and seat.member_id == holder.member.id
-            same_customer = own_customer and seat.customer_id == holder.customer.id
-            if same_member or same_customer:
-                who = holder.email or holder.customer.email or holder.customer.id
-                raise SandboxError(
-                    400, "SeatAlreadyAssigned", f"Seat already assigned to customer {who}"
-                )
+        with self.lock:
+            return self._rows.assign(spec, now, member_model=self.config.member_model_enabled)
 
     # -- faults ----------------------------------------------------------------------------
 
     def add_fault(self, rule: FaultRule) -> None:
         with self.lock:
-            self._faults.append(rule)
+            self._faults.add(rule)
 
     def clear_faults(self) -> None:
         with self.lock:
@@ -455,23 +225,12 @@ class SandboxState:
 
     def faults(self) -> list[FaultRule]:
         with self.lock:
-            return [dataclasses.replace(rule) for rule in self._faults]
+            return self._faults.rules()
 
     def match_fault(self, method: str, seat_id: str | None) -> FaultRule | None:
         """The first rule matching this request (consuming one of its `times`)."""
         with self.lock:
-            for rule in self._faults:
-                if rule.method is not None and rule.method.upper() != method:
-                    continue
-                if rule.seat_id is not None and rule.seat_id.lower() != (seat_id or "").lower():
-                    continue
-                if rule.times is not None and rule.hits >= rule.times:
-                    continue
-                if rule.probability is not None and self._rng.random() >= rule.probability:
-                    continue
-                rule.hits += 1
-                return dataclasses.replace(rule)
-            return None
+            return self._faults.match(method, seat_id, self._rng)
 
     # -- authentication and rate limit -----------------------------------------------------
 
@@ -514,17 +273,16 @@ class SandboxState:
         check then only runs for a seat not yet revoked (service.py `revoke_seat`).
         `check_feature=False`: a control-plane revoke, whatever `seats_enabled` says."""
         with self.lock:
-            seat = self._visible_seat(_canonical(seat_id), customer_id)
+            seat = self._rows.visible_seat(canonical(seat_id), customer_id)
             portal_no_op = customer_id is not None and seat.status is SeatStatus.REVOKED
             if check_feature and not portal_no_op:
                 self._check_seats_enabled()
             if seat.status is not SeatStatus.REVOKED:
-                self._stats.revocations.append(self._occupant(seat))
+                self._accounting.revoked(self._rows.occupant(seat), seat.id)
                 seat.vacate(self.now())
-                self._stats.revocations_by_seat[seat.id] += 1
             elif self.config.legacy_rerevoke:
                 seat.revoked_at = seat.modified_at = self.now()
-                self._stats.revocations_by_seat[seat.id] += 1
+                self._accounting.revoked(None, seat.id)
             return seat.snapshot()
 
     def list_seats(
@@ -537,11 +295,11 @@ class SandboxState:
         if subscription_id is None and order_id is None:
             raise SandboxError.bad_request("Either subscription_id or order_id must be provided")
         with self.lock:
-            container = self._container(subscription_id, order_id)
+            container = self._rows.container(subscription_id, order_id)
             if customer_id is not None and container.billing.id != customer_id:
                 raise container.not_found
             self._check_seats_enabled()
-            seats = [self._seats[i].snapshot() for i in container.seat_ids]
+            seats = self._rows.rows_of(container)
             available = sum(1 for s in seats if s.status is SeatStatus.REVOKED)
             return SeatsList(seats, available, len(seats))
 
@@ -549,45 +307,12 @@ class SandboxState:
         if not self.config.seats_enabled:
             raise SandboxError.feature_not_enabled()
 
-    def _visible_seat(self, seat_id: str, customer_id: str | None) -> Seat:
-        seat = self._seats.get(seat_id)
-        if seat is not None and customer_id is not None:
-            container = self._containers[_container_key(seat.subscription_id, seat.order_id)]
-            if container.billing.id != customer_id:
-                seat = None
-        if seat is None:
-            raise SandboxError.not_found("Seat not found")
-        return seat
-
-    def _container(self, subscription_id: str | None, order_id: str | None) -> _Container:
-        key = _container_key(subscription_id, order_id)
-        container = self._containers.get(key)
-        if container is None:
-            raise SandboxError.not_found(f"{key[0].capitalize()} not found")
-        return container
-
-    def _occupant(self, seat: Seat) -> dict[str, str | None]:
-        """Who holds `seat`: its ids, address (`customer_email`) and external id (the
-        member's, else a legacy holder's own customer's)."""
-        container = self._containers[_container_key(seat.subscription_id, seat.order_id)]
-        external_id = seat.member.external_id if seat.member is not None else None
-        if external_id is None and seat.customer not in (None, container.billing):
-            assert seat.customer is not None
-            external_id = seat.customer.external_id
-        return {
-            "seat_id": seat.id,
-            "email": seat.customer_email,
-            "member_id": seat.member_id,
-            "customer_id": seat.customer_id,
-            "external_id": external_id,
-        }
-
     # -- identity reads ----------------------------------------------------------------------
 
     def customer_json(self, customer_id: str) -> dict[str, Any]:
         """GET /v1/customers/{id} (customer/endpoints.py `get`)."""
         with self.lock:
-            return self._people.customer(_canonical(customer_id)).to_json(self.organization_id)
+            return self._people.customer(canonical(customer_id)).to_json(self.organization_id)
 
     def customer_by_external_id_json(self, external_id: str) -> dict[str, Any]:
         """GET /v1/customers/external/{external_id} (customer/endpoints.py `get_external`)."""
@@ -614,15 +339,12 @@ class SandboxState:
             found = [
                 m for m in self._people.members_of(customers) if role is None or m.role is role
             ]
-            return _page([m.to_json() for m in found], page, limit)
+            return page_of([m.to_json() for m in found], page, limit)
 
     def container_json(self, kind: ContainerKind, container_id: str) -> dict[str, Any]:
         """GET /v1/subscriptions/{id} and /v1/orders/{id}: the fields the seat worker reads."""
         with self.lock:
-            container = self._containers.get((kind, _canonical(container_id)))
-            if container is None:
-                raise SandboxError.not_found()
-            return self._container_body(container)
+            return self._rows.container_json(kind, container_id, self.organization_id)
 
     def containers_page(
         self,
@@ -634,55 +356,33 @@ class SandboxState:
     ) -> dict[str, Any]:
         """GET /v1/subscriptions/ and /v1/orders/ filtered by customer (id or external id)."""
         with self.lock:
-            wanted = {_canonical(i) for i in customer_ids}
-            found = [
-                c
-                for c in self._containers.values()
-                if c.kind == kind
-                and (not customer_ids or c.billing.id in wanted)
-                and (not external_customer_ids or c.billing.external_id in external_customer_ids)
-            ]
-            found.sort(key=lambda c: c.created_at, reverse=True)
-            return _page([self._container_body(c) for c in found], page, limit)
-
-    def _container_body(self, container: _Container) -> dict[str, Any]:
-        return {
-            "created_at": iso(container.created_at),
-            "modified_at": None,
-            "id": container.id,
-            "status": "active" if container.kind == "subscription" else "paid",
-            "customer_id": container.billing.id,
-            "seats": len(container.seat_ids),
-            "metadata": {},
-            "customer": container.billing.to_json(self.organization_id),
-        }
+            return self._rows.containers_page(kind, customer_ids, external_customer_ids,
+                                              page, limit, self.organization_id)
 
     # -- inspection & bookkeeping --------------------------------------------------------
 
     def seat(self, seat_id: str) -> Seat | None:
         with self.lock:
-            seat = self._seats.get(_canonical(seat_id))
+            seat = self._rows.get(canonical(seat_id))
             return None if seat is None else seat.snapshot()
 
     def all_seats(self) -> list[Seat]:
         with self.lock:
-            return [seat.snapshot() for seat in self._seats.values()]
+            return self._rows.all()
 
     def revocations(self) -> list[dict[str, str | None]]:
         """The occupant of each seat just before each real revocation, oldest first."""
         with self.lock:
-            return [dict(r) for r in self._stats.revocations]
+            return self._accounting.revocations()
 
     def request_started(self) -> None:
         with self.lock:
-            stats = self._stats
-            stats.in_flight += 1
-            stats.max_concurrent = max(stats.max_concurrent, stats.in_flight)
+            self._accounting.started()
 
     def count_delete(self, seat_id: str) -> None:
         """Count a DELETE admitted past auth and rate limit."""
         with self.lock:
-            self._stats.deletes_by_seat[seat_id] += 1
+            self._accounting.count_delete(seat_id)
 
     def request_finished(
         self,
@@ -697,69 +397,19 @@ class SandboxState:
     ) -> None:
         """Record a finished Polar API request in stats and the log."""
         with self.lock:
-            stats = self._stats
-            stats.in_flight -= 1
-            stats.requests += 1
-            stats.by_status[str(status)] += 1
-            stats.by_route[route] += 1
-            if status == 429:
-                stats.rate_limited += 1
-            self._seq += 1
-            self._log.append(
-                {
-                    "seq": self._seq,
-                    "time": time.time(),
-                    "method": method,
-                    "path": path,
-                    "seat_id": seat_id,
-                    "status": status,
-                    "token": token_hash(token),
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                }
-            )
+            self._accounting.finished(method=method, path=path, route=route, status=status,
+                                      token=token, seat_id=seat_id, started=started)
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
-            s = self._stats
             return {
-                "requests": s.requests,
-                "by_status": dict(s.by_status),
-                "by_route": dict(s.by_route),
-                "rate_limited": s.rate_limited,
+                **self._accounting.stats(),
                 "rate_windows": self._limiter.windows(self.clock(), self.config.rate_limit),
-                "deletes_by_seat": dict(s.deletes_by_seat),
-                "revocations_by_seat": dict(s.revocations_by_seat),
-                "revocations": [dict(r) for r in s.revocations],
-                "max_concurrent": s.max_concurrent,
-                "in_flight": s.in_flight,
                 "organization_id": self.organization_id,
             }
 
     def log_since(self, since: int = 0) -> list[dict[str, Any]]:
         """Request records with seq > since (oldest first)."""
         with self.lock:
-            if not self._log:
-                return []
-            start = max(0, since - self._log[0]["seq"] + 1)
-            return [dict(r) for r in itertools.islice(self._log, start, None)]
+            return self._accounting.log_since(since)
 
-
-def _maybe(value: str | None) -> str | None:
-    return None if value is None else _canonical(value)
-
-
-def _container_key(subscription_id: str | None, order_id: str | None) -> tuple[ContainerKind, str]:
-    if subscription_id is not None:
-        return ("subscription", _canonical(subscription_id))
-    if order_id is not None:
-        return ("order", _canonical(order_id))
-    raise SandboxError.bad_request("Either subscription_id or order_id is required")
-
-
-def _page(items: list[dict[str, Any]], page: int, limit: int) -> dict[str, Any]:
-    """Polar's `ListResource` (server/polar/kit/pagination.py)."""
-    start = (page - 1) * limit
-    return {
-        "items": items[start : start + limit],
-        "pagination": {"total_count": len(items), "max_page": -(-len(items) // limit)},
-    }
