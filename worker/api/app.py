@@ -25,6 +25,7 @@ from worker.api.routers import (
     revocations,
     scim,
 )
+from worker.api.scim_protocol import scim_error
 from worker.api.security import SecurityHeaders, add_docs
 from worker.api.settings import ApiSettings
 from worker.decisions.outcomes import State
@@ -100,7 +101,7 @@ def create_app(
     app.add_middleware(AccessLog, metrics=ApiMetrics(registry))
     app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_exception_handler(NotSent, not_sent)
-    app.add_exception_handler(SCIMException, scim.scim_error)
+    app.add_exception_handler(SCIMException, scim_error)
     add_docs(app, title="seat-revoker")
     registry.register(
         MetricsCollector(
