@@ -15,8 +15,8 @@ from scim2_models import PatchOp, PatchOperation, SearchRequest
 from scim2_tester import Status, check_server
 
 from worker.api import create_app
+from worker.api.background_server import BackgroundServer
 from worker.api.settings import ApiSettings
-from worker.sandbox.background_server import BackgroundServer
 from worker.sandbox.localstack import LocalStack
 from worker.store.scim import create_tenant
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 from fastapi import FastAPI
 
-from worker.sandbox.background_server import BackgroundServer, bind
+from worker.api.background_server import BackgroundServer, bind
 from worker.telemetry.logs import configure_logging, get_logger
 
 log = get_logger("seat_revoker.api.server")

@@ -32,8 +32,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import UUID4
 from starlette.responses import Response
 
+from worker.api.background_server import BackgroundServer, bind, quiet_server
 from worker.sandbox.admin import add_control_routes, json_response
-from worker.sandbox.background_server import BackgroundServer, bind, quiet_server
 from worker.sandbox.control import SandboxControl
 from worker.sandbox.errors import SandboxError
 from worker.sandbox.gate import SUBJECT_SCOPE_KEY, PolarGate
