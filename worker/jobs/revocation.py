@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, stop_after_delay
 
+from worker.decisions.identity import occupant_dict
 from worker.decisions.occupant import (
     Decision,
     IdentityContext,
@@ -32,7 +33,6 @@ from worker.decisions.occupant import (
     locate_in,
     needs_billing_lookup,
     needs_external_lookup,
-    occupant_dict,
     revoked_by_this_job,
 )
 from worker.decisions.outcomes import (
