@@ -36,7 +36,6 @@ from worker.decisions.personplan import Finding, PersonPlan, plan_person
 from worker.intake.producer import PUBLISH_ERRORS, NotSent, Producer
 from worker.jobs.outcome import Outcome, RetryLater
 from worker.jobs.polarstep import Halted, PolarStep
-from worker.jobs.revocation import polar_step
 from worker.jobs.runtime import Runtime
 from worker.jobs.seatlock import Heartbeat, SeatBusy, seat_lock
 from worker.polar.client import ContainerKind
@@ -142,7 +141,7 @@ def run_person(
     try:
         with seat_lock(rt.redis, rt.settings.redis_key("lock", "person", record.id),
                        ttl=rt.settings.seat_lock_seconds) as heartbeat:
-            return _step(rt, record, polar_step(rt, sleep), heartbeat)
+            return _step(rt, record, PolarStep.of(rt, sleep), heartbeat)
     except SeatBusy:
         return RetryLater(2.0 + random.random(), "another worker holds this person")
 

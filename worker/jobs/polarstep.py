@@ -31,6 +31,7 @@ from worker.decisions.outcomes import (
     plan_retry,
 )
 from worker.jobs.outcome import Outcome, Outcomes, RetryLater, RetryMetrics
+from worker.jobs.runtime import Runtime
 from worker.polar.client import PolarError, PolarHTTPError
 from worker.polar.ratelimit import ThrottleWait
 from worker.store.models import RevocationRequest, utcnow
@@ -88,6 +89,14 @@ class PolarStep:
         self.pause_scope = pause_scope
         self.clock = clock
         self.sleep = sleep
+
+    @classmethod
+    def of(cls, rt: Runtime, sleep: Callable[[float], None] = time.sleep) -> PolarStep:
+        """The step (and its outcome recording) over this process's clients."""
+        outcomes = Outcomes(rt.store, rt.metrics,
+                            running_lease_seconds=rt.settings.running_lease_seconds)
+        return cls(outcomes, policy=rt.policy, metrics=rt.metrics, pause=rt.pause,
+                   pause_scope=rt.pause_scope, sleep=sleep)
 
     def run(self, record: RevocationRequest, fn: Callable[[], T]) -> T | Halted:
         """``fn()`` with short retries; ``Halted`` with the stored outcome when Polar (or

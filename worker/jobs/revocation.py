@@ -32,7 +32,8 @@ from worker.decisions.occupant import Verdict, revoked_by_this_job
 from worker.decisions.outcomes import State
 from worker.intake.portal_tokens import load_portal_token
 from worker.jobs.guard import Access, Guard, GuardStore, SeatListReader, finished
-from worker.jobs.outcome import Finished, Outcome, Outcomes, OutcomeStore, Refused, RetryLater
+from worker.jobs.outcome import Finished, Outcome, OutcomeStore, Refused, RetryLater
+from worker.jobs.person import nudge_parent, run_person
 from worker.jobs.polarstep import Halted, PolarStep
 from worker.jobs.runtime import Runtime
 from worker.jobs.seatlock import SeatBusy, seat_lock
@@ -126,7 +127,7 @@ class SeatRevocation:
             store=rt.store, polar=rt.polar, seat_lists=rt.seat_lists,
             locks=RedisSeatLocks(rt.redis, lambda seat_id: settings.redis_key(
                 "lock", "seat", seat_id), settings.seat_lock_seconds),
-            step=polar_step(rt, sleep),
+            step=PolarStep.of(rt, sleep),
             portal_tokens=lambda ref: load_portal_token(
                 rt.redis, settings.redis_key("portal-token"), ref),
             skew=timedelta(seconds=settings.clock_skew_seconds),
@@ -255,14 +256,6 @@ def delete_outcome(
     return Finished(State.ALREADY_REVOKED, "revoked_at predates this job", seat, seen, verified)
 
 
-def polar_step(rt: Runtime, sleep: Callable[[float], None] = time.sleep) -> PolarStep:
-    """The Polar step (and outcome recording) over this process's clients."""
-    outcomes = Outcomes(rt.store, rt.metrics,
-                        running_lease_seconds=rt.settings.running_lease_seconds)
-    return PolarStep(outcomes, policy=rt.policy, metrics=rt.metrics, pause=rt.pause,
-                     pause_scope=rt.pause_scope, sleep=sleep)
-
-
 def task_result(record: RevocationRequest) -> dict[str, Any]:
     """The small JSON result a task returns (the store stays the source of truth)."""
     return {"request_id": record.id, "seat_id": record.seat_id, "outcome": record.state}
@@ -295,8 +288,6 @@ def run_revocation(
         log.info("pause.probe")
     with urgent_lane(record.priority == "urgent"):  # its Polar calls overtake bulk work
         if record.kind == "person":
-            from worker.jobs.person import run_person  # it builds on this module
-
             outcome = run_person(rt, record, sleep)
         else:
             outcome = SeatRevocation.of(rt, sleep).run(record)
@@ -305,8 +296,6 @@ def run_revocation(
     if State(outcome.state).is_terminal:
         rt.forget_portal_token(record.portal_token_ref)  # of no use any more
         if record.parent_id:
-            from worker.jobs.person import nudge_parent
-
             nudge_parent(rt, record.parent_id)
     if admission.probe:
         # Polar answered this request without a fleet-wide fault (that returns RetryLater).
