@@ -16,22 +16,24 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from worker.decisions.occupant import (
+from worker.decisions.identity import (
     EXTERNAL_UNKNOWN,
     IdentityContext,
     Match,
     Occupant,
-    SeatIndex,
-    Verdict,
-    _judge_all,
     billing_customer_of,
-    decide,
     judge_holder,
-    locate,
-    locate_in,
     needs_billing_lookup,
     needs_external_lookup,
     occupant_of,
+)
+from worker.decisions.occupant import (
+    SeatIndex,
+    Verdict,
+    _judge_all,
+    decide,
+    locate,
+    locate_in,
     revoked_by_this_job,
 )
 from worker.polar.client import CustomerSeat

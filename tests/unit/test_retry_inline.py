@@ -1,6 +1,6 @@
-"""Tests of the in-process retry loop ``worker.jobs.revocation._with_inline_retries``.
+"""Tests of the in-process retry loop ``worker.jobs.polarstep.PolarStep.retry_inline``.
 
-The runtime and record are minimal fakes: the loop reads only ``rt.policy`` and the
+The step's I/O and the record are minimal fakes: the loop reads only the policy and the
 record's ``attempts``, ``created_at`` and ``effective_at``. ``sleep`` is recorded, never real.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from worker.decisions.outcomes import Fault, RetryPolicy
-from worker.jobs.revocation import _with_inline_retries
+from worker.jobs.outcome import Outcomes
+from worker.jobs.polarstep import PolarStep
 from worker.polar.client import PolarError, PolarHTTPError, PolarTransportError
 from worker.store.models import utcnow
 
@@ -24,10 +25,26 @@ class NoMetrics:
         return None
 
 
-@dataclass
-class FakeRuntime:
-    policy: RetryPolicy = field(default_factory=RetryPolicy)
-    metrics: NoMetrics = field(default_factory=NoMetrics)
+class Unused:
+    """The store and the fleet pause: the loop itself never touches them."""
+
+    probe_seconds = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the retry loop used {name}")
+
+
+def step_of(policy: RetryPolicy, sleep: Callable[[float], None]) -> PolarStep:
+    outcomes = Outcomes(Unused(), NoMetrics(), running_lease_seconds=60.0)
+    return PolarStep(outcomes, policy=policy, metrics=NoMetrics(), pause=Unused(),
+                     pause_scope="test", sleep=sleep)
+
+
+def retry_inline(
+    policy: RetryPolicy, record: FakeRecord, fn: Callable[[], Any],
+    sleep: Callable[[float], None],
+) -> Any:
+    return step_of(policy, sleep).retry_inline(record, fn)
 
 
 @dataclass
@@ -64,8 +81,7 @@ def run(
     record: FakeRecord | None = None,
 ) -> tuple[Any, list[float]]:
     sleeps: list[float] = []
-    rt: Any = FakeRuntime(policy or INLINE)
-    result = _with_inline_retries(rt, record or FakeRecord(), fn, sleeps.append)  # type: ignore[arg-type]
+    result = retry_inline(policy or INLINE, record or FakeRecord(), fn, sleeps.append)
     return result, sleeps
 
 
@@ -117,7 +133,7 @@ def test_permanent_error_is_raised_at_once_without_sleep(error: PolarError) -> N
     script = Script(error)
     sleeps: list[float] = []
     with pytest.raises(PolarHTTPError) as info:
-        _with_inline_retries(FakeRuntime(INLINE), FakeRecord(), script, sleeps.append)  # type: ignore[arg-type]
+        retry_inline(INLINE, FakeRecord(), script, sleeps.append)
     assert info.value is error
     assert script.calls == 1
     assert sleeps == []
@@ -135,7 +151,7 @@ def test_long_retry_after_is_raised_without_inline_sleep(retry_after: float) -> 
     script = Script(error)
     sleeps: list[float] = []
     with pytest.raises(PolarHTTPError) as info:
-        _with_inline_retries(FakeRuntime(INLINE), FakeRecord(), script, sleeps.append)  # type: ignore[arg-type]
+        retry_inline(INLINE, FakeRecord(), script, sleeps.append)
     assert info.value is error
     assert info.value.retry_after == retry_after
     assert script.calls == 1
@@ -147,7 +163,7 @@ def test_transient_failures_stop_after_inline_attempts() -> None:
     script = Script(*errors)
     sleeps: list[float] = []
     with pytest.raises(PolarTransportError) as info:
-        _with_inline_retries(FakeRuntime(INLINE), FakeRecord(), script, sleeps.append)  # type: ignore[arg-type]
+        retry_inline(INLINE, FakeRecord(), script, sleeps.append)
     assert info.value is errors[3]
     assert script.calls == 4
     assert len(sleeps) == 3
@@ -201,8 +217,8 @@ def test_non_polar_errors_are_not_retried() -> None:
     ],
 )
 def test_jitter_bounds(monkeypatch: pytest.MonkeyPatch, error: PolarError, expected: float) -> None:
-    import worker.jobs.revocation
+    import random  # the module worker.jobs.polarstep draws its jitter from
 
-    monkeypatch.setattr(worker.jobs.revocation.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
     _, sleeps = run(Script(error))
     assert sleeps == [pytest.approx(expected)]

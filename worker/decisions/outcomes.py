@@ -186,3 +186,19 @@ def classify_fleet_fault(
     if status == 403 and error in ("insufficient_scope", "FeatureNotEnabled"):
         return FleetFault.FORBIDDEN
     return None
+
+
+def failure_hint(status: int | None, error: str, *, portal: bool, reason: str) -> str:
+    """What an operator should do about a request Polar's answer ``status`` failed."""
+    if portal and status == 401:
+        return ("the customer/member session token was rejected: Polar's portal sessions "
+                "expire after one hour. Create a fresh session and run "
+                "`seat-revoker retry ID --portal-token-file FILE`")
+    if portal and status == 403:
+        return ("the portal session may not revoke seats: only the customer, or a member "
+                "with role owner or billing_manager, may (Polar answered 403)")
+    if status == 404:
+        return "Polar does not know this seat (404): check the seat id and the organization"
+    if status == 422:
+        return "Polar rejected an id (422): seat, subscription and order ids are UUID v4"
+    return f"{reason}: {error}"

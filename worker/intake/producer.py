@@ -239,7 +239,7 @@ class Producer(Sender):
         assert request.seat_id is not None, "validated: no container means a seat id"
         container = container_of_snapshot(self.store, request.seat_id)
         if container is not None:
-            return {**row, **container}
+            return {**row, **container.columns()}
         if not request.guard or self.settings.allow_unguarded:
             return {**row, "guarded": False}
         raise UnguardedRequest(request.seat_id)

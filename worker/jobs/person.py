@@ -35,20 +35,12 @@ from worker.decisions.outcomes import State
 from worker.decisions.personplan import Finding, PersonPlan, plan_person
 from worker.intake.producer import Producer
 from worker.intake.sender import PUBLISH_ERRORS, NotSent
-from worker.jobs.revocation import (
-    Deferred,
-    _pause_if_fleet_fault,
-    _plan,
-    _record_failure,
-    _retry_lease,
-    _running_lease,
-    _with_inline_retries,
-)
+from worker.jobs.outcome import Outcome, RetryLater
+from worker.jobs.polarstep import Halted, PolarStep
 from worker.jobs.runtime import Runtime
 from worker.jobs.seatlock import Heartbeat, SeatBusy, seat_lock
-from worker.polar.client import ContainerKind, PolarError
-from worker.polar.ratelimit import ThrottleWait
-from worker.polar.seatlists import SeatLists
+from worker.polar.client import ContainerKind
+from worker.polar.seatlists import SeatContainer, SeatLists
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import bind_task_context, get_logger
 
@@ -118,7 +110,7 @@ def _judge_container(
     lists: SeatLists, kind: ContainerKind, container_id: str, owner: str | None,
     wanted: Occupant, share_in: str | None, after: float,
 ) -> Finding | None:
-    container = {f"{kind}_id": container_id}
+    container = SeatContainer(kind, container_id)
     seats = lists.read_after(container, share_in=share_in, after=after)
     # The listing already named the subscription's/order's own customer: no lookup needed.
     context = IdentityContext(billing_customer_id=billing_customer_of(seats) or owner)
@@ -145,38 +137,39 @@ def _judge_container(
 
 def run_person(
     rt: Runtime, record: RevocationRequest, sleep: Callable[[float], None]
-) -> RevocationRequest:
-    """One pass over a person request; raises ``Deferred`` to come back later."""
+) -> Outcome:
+    """One pass over a person request: its stored record, or ``RetryLater``."""
     try:
         with seat_lock(rt.redis, rt.settings.redis_key("lock", "person", record.id),
                        ttl=rt.settings.seat_lock_seconds) as heartbeat:
-            return _step(rt, record, sleep, heartbeat)
+            return _step(rt, record, PolarStep.of(rt, sleep), heartbeat)
     except SeatBusy:
-        raise Deferred(2.0 + random.random(), "another worker holds this person") from None
+        return RetryLater(2.0 + random.random(), "another worker holds this person")
 
 
 def _step(
-    rt: Runtime, record: RevocationRequest, sleep: Callable[[float], None],
-    heartbeat: Heartbeat,
-) -> RevocationRequest:
+    rt: Runtime, record: RevocationRequest, step: PolarStep, heartbeat: Heartbeat,
+) -> Outcome:
+    outcomes = step.outcomes
     current = rt.store.get(record.id)
     assert current is not None
     if State(current.state).is_terminal:
         return current
     children = rt.store.children_of(current.id)
     if any(not State(child.state).is_terminal for child in children):
-        rt.store.update(current.id, lease_expires_at=_retry_lease(rt, WAIT_SECONDS))
-        raise Deferred(WAIT_SECONDS + random.random() * 0.5, "waiting for the seats' requests")
+        rt.store.update(current.id, lease_expires_at=outcomes.retry_lease(WAIT_SECONDS))
+        return RetryLater(WAIT_SECONDS + random.random() * 0.5,
+                          "waiting for the seats' requests")
     known = current.discovered or {}
     rounds = int(known.get("rounds", 0)) + 1
-    claimed = rt.store.claim(current.id, lease_until=_running_lease(rt))
+    claimed = rt.store.claim(current.id, lease_until=outcomes.running_lease())
     if claimed is None:
         final = rt.store.get(current.id)
         assert final is not None
         return final
     # A discovery of a large scope may take longer than a lease: renewed while it runs.
     heartbeat.also("lease", lambda: rt.store.renew_lease(claimed.id,
-                                                         until=_running_lease(rt)))
+                                                         until=outcomes.running_lease()))
     bind_task_context(person=True, round=rounds)
     scope = Scope.of(claimed)
     wanted = Occupant.named_by(claimed)
@@ -189,21 +182,13 @@ def _step(
                  *(c.finished_at for c in children if c.finished_at)])
     after = since.timestamp() + rt.settings.clock_skew_seconds
     try:
-        findings = _with_inline_retries(
-            rt, claimed,
-            lambda: discover(rt.seat_lists, scope, wanted, share_in=share_in, after=after),
-            sleep)
+        findings = step.run(claimed, lambda: discover(rt.seat_lists, scope, wanted,
+                                                      share_in=share_in, after=after))
     except ScopeUnknown as unknown:
         return _finish(rt, claimed, PersonPlan(outcome=State.NEEDS_REVIEW, why=str(unknown)),
                        known, rounds, [])
-    except ThrottleWait as wait:
-        rt.store.update(claimed.id, state=State.RETRYING, event_detail={"wait": wait.seconds},
-                        lease_expires_at=_retry_lease(rt, wait.seconds))
-        raise Deferred(wait.seconds, "waiting for rate-limit budget") from None
-    except PolarError as error:
-        _pause_if_fleet_fault(rt, claimed, error)
-        return _record_failure(rt, claimed, error, _plan(rt, claimed, error,
-                                                        inline_attempt=rt.policy.inline_attempts))
+    if isinstance(findings, Halted):
+        return findings.outcome
     states = {_seat_of(child): State(child.state) for child in children}
     # A manual retry opens a new window: the rounds limit counts from there.
     window = claimed.window_started_at.isoformat() if claimed.window_started_at else None
@@ -220,8 +205,9 @@ def _step(
             discovered=_discovered(known, rounds, findings, created,
                                    window=(window, in_window)),
             event_detail={"round": rounds, "seats_found": len(plan.create)},
-            lease_expires_at=_retry_lease(rt, WAIT_SECONDS))
-        raise Deferred(WAIT_SECONDS + random.random() * 0.5, "waiting for the seats' requests")
+            lease_expires_at=outcomes.retry_lease(WAIT_SECONDS))
+        return RetryLater(WAIT_SECONDS + random.random() * 0.5,
+                          "waiting for the seats' requests")
     return _finish(rt, claimed, plan, known, rounds, findings, window=(window, in_window))
 
 

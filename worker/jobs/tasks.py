@@ -31,7 +31,8 @@ from redis.exceptions import RedisError
 from config.celery import REVOKE_TASK, celery_config
 from config.settings import Settings
 from worker.jobs.nodes import NodeRegistry, run_heartbeat
-from worker.jobs.revocation import Deferred, run_revocation
+from worker.jobs.outcome import RetryLater
+from worker.jobs.revocation import run_revocation
 from worker.jobs.runtime import get_runtime
 from worker.store.records import StoreError, StoreMismatch
 from worker.telemetry.logs import (
@@ -206,8 +207,6 @@ def revoke_seat(self: Task, request_id: str) -> dict[str, Any]:
         runtime = get_runtime()
         runtime.verify_store()
         result = run_revocation(runtime, request_id)
-    except Deferred as deferred:
-        raise self.retry(countdown=max(deferred.countdown, 0.05)) from None
     except StoreMismatch as exc:
         log.error("store.mismatch", error=str(exc))
         raise self.retry(countdown=30 + random.random() * 5) from None
@@ -215,4 +214,6 @@ def revoke_seat(self: Task, request_id: str) -> dict[str, Any]:
         countdown = min(2.0 ** min(self.request.retries, 5), 30.0) + random.random()
         log.error("store.unavailable", error=str(exc), retry_in_s=round(countdown, 1))
         raise self.retry(countdown=countdown) from None
+    if isinstance(result, RetryLater):  # the one place a run's "not yet" becomes a retry
+        raise self.retry(countdown=max(result.countdown, 0.05))
     return raise_if_failed(result)

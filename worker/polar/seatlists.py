@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -28,6 +29,31 @@ from worker.polar.client import ContainerKind, CustomerSeat, Mode, PolarClient, 
 
 CACHE_SECONDS = 30
 PARSED_LISTS = 16  # per process: parsed lists (and their indexes) kept while unchanged
+
+
+@dataclass(frozen=True)
+class SeatContainer:
+    """A subscription or an order: what holds a seat list."""
+
+    kind: ContainerKind
+    id: str
+
+    @property
+    def subscription_id(self) -> str | None:
+        return self.id if self.kind == "subscription" else None
+
+    @property
+    def order_id(self) -> str | None:
+        return self.id if self.kind == "order" else None
+
+    def columns(self) -> dict[str, str]:
+        """As a request's column (``subscription_id`` or ``order_id``)."""
+        return {f"{self.kind}_id": self.id}
+
+    @property
+    def cache_name(self) -> str:
+        """Its name in the shared cache (``subscription_id:…``, as before it had a type)."""
+        return f"{self.kind}_id:{self.id}"
 
 
 class SeatLists:
@@ -44,7 +70,7 @@ class SeatLists:
 
     def read(
         self,
-        container: dict[str, str],
+        container: SeatContainer,
         *,
         mode: Mode,
         portal_token: SecretStr | None,
@@ -54,17 +80,16 @@ class SeatLists:
 
         The same shared entry gives the same list object, so ``index_of`` can keep its
         index."""
-        (kind, ident), = container.items()
         if share_in is None:
             return self._fetch(container, mode, portal_token).seats
-        key = self._key(share_in, f"{kind}:{ident}")
+        key = self._key(share_in, container.cache_name)
         version = self._redis.get(f"{key}:v")
         parsed = self._parsed.get(key)
         if version is not None and parsed is not None and parsed[0] == version:
             self._parsed.move_to_end(key)
             return parsed[1]
         raw = self._shared(
-            f"{kind}:{ident}", share_in,
+            container.cache_name, share_in,
             lambda: self._fetch(container, mode, portal_token).model_dump_json(),
         )
         seats = SeatsList.model_validate_json(raw).seats
@@ -84,12 +109,13 @@ class SeatLists:
         _remember(self._indexes, slot, (seats, index))  # holds `seats`: its id stays its own
         return index
 
-    def billing_customer(self, container: dict[str, str], *, share_in: str | None) -> str | None:
+    def billing_customer(self, container: SeatContainer, *, share_in: str | None
+                         ) -> str | None:
         """The subscription's/order's own customer (``None`` if Polar shows none)."""
-        (kind, ident), = container.items()
         raw = self._shared(
-            f"owner:{kind}:{ident}", share_in,
-            lambda: json.dumps(self._polar.billing_customer(**container)),
+            f"owner:{container.cache_name}", share_in,
+            lambda: json.dumps(self._polar.billing_customer(
+                subscription_id=container.subscription_id, order_id=container.order_id)),
         )
         value = json.loads(raw)
         return str(value) if value is not None else None
@@ -105,12 +131,11 @@ class SeatLists:
         return str(value) if value is not None else None
 
     def read_after(
-        self, container: dict[str, str], *, share_in: str | None, after: float
+        self, container: SeatContainer, *, share_in: str | None, after: float
     ) -> list[CustomerSeat]:
         """The seats of ``container`` as read at ``after`` (epoch seconds) or later: a read
         another worker shared under ``share_in`` serves only if it started no earlier."""
-        (kind, ident), = container.items()
-        raw = self._fresh(f"{kind}:{ident}", share_in, after,
+        raw = self._fresh(container.cache_name, share_in, after,
                           lambda: self._fetch(container, "organization", None)
                           .model_dump_json())
         return SeatsList.model_validate_json(raw).seats
@@ -211,16 +236,29 @@ class SeatLists:
         return f"{self._prefix}:{share_in}:{name}"
 
     def _fetch(
-        self, container: dict[str, str], mode: Mode, portal_token: SecretStr | None
+        self, container: SeatContainer, mode: Mode, portal_token: SecretStr | None
     ) -> SeatsList:
-        return self._polar.list_seats(**container, mode=mode, portal_token=portal_token)
+        return self._polar.list_seats(subscription_id=container.subscription_id,
+                                      order_id=container.order_id, mode=mode,
+                                      portal_token=portal_token)
 
 
-def container_of(record: Any) -> dict[str, str] | None:
-    if record.subscription_id:
-        return {"subscription_id": record.subscription_id}
-    if record.order_id:
-        return {"order_id": record.order_id}
+class NamesContainer(Protocol):
+    """A request (stored or as submitted) that may name a subscription or an order."""
+
+    @property
+    def subscription_id(self) -> str | None: ...
+
+    @property
+    def order_id(self) -> str | None: ...
+
+
+def container_of(request: NamesContainer) -> SeatContainer | None:
+    """The subscription/order a request names (the subscription when it names both)."""
+    if request.subscription_id:
+        return SeatContainer("subscription", request.subscription_id)
+    if request.order_id:
+        return SeatContainer("order", request.order_id)
     return None
 
 
@@ -235,11 +273,11 @@ class SnapshotSource(Protocol):
     def last_snapshot_of_seat(self, seat_id: str) -> dict[str, Any] | None: ...
 
 
-def container_of_snapshot(store: SnapshotSource, seat_id: str) -> dict[str, str] | None:
+def container_of_snapshot(store: SnapshotSource, seat_id: str) -> SeatContainer | None:
     """The subscription/order of a seat, from the newest snapshot this system stored."""
     snapshot = store.last_snapshot_of_seat(seat_id) or {}
     if snapshot.get("subscription_id"):
-        return {"subscription_id": str(snapshot["subscription_id"])}
+        return SeatContainer("subscription", str(snapshot["subscription_id"]))
     if snapshot.get("order_id"):
-        return {"order_id": str(snapshot["order_id"])}
+        return SeatContainer("order", str(snapshot["order_id"]))
     return None
