@@ -41,8 +41,9 @@ from worker.decisions.outcomes import ATTENTION_STATES, State
 from worker.intake.portal_tokens import discard_portal_token, stash_portal_token
 from worker.intake.requests import PersonInput, RevocationInput
 from worker.polar.seatlists import container_of_snapshot
+from worker.store.binding import bind_store
 from worker.store.models import RevocationRequest, utcnow
-from worker.store.records import Store, bind_store
+from worker.store.records import Store
 from worker.telemetry.logs import get_logger
 from worker.telemetry.metrics import lane_queue_keys
 
