@@ -22,6 +22,7 @@ from worker.store.engine import (
     CHECK_BUSY_TIMEOUT_MS,
     DB_ERRORS,
     SQLITE_BUSY_TIMEOUT,
+    check_schema,
     make_engine,
     migrate,
 )
@@ -50,6 +51,19 @@ class Store(RecordReader):
             except BaseException:
                 engine.dispose()
                 raise
+        return cls(engine)
+
+    @classmethod
+    def open_read_only(cls, database_url: str) -> Store:
+        """Open the store as it is, for commands that only read: nothing is created or
+        migrated. ``StoreError`` (one line naming the store and who creates or upgrades
+        its schema) when the database, its tables or its newest migration are missing."""
+        engine = make_engine(database_url, create=False)
+        try:
+            check_schema(engine)
+        except BaseException:
+            engine.dispose()
+            raise
         return cls(engine)
 
     # -- identity and health ----------------------------------------------------------------
