@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -35,6 +35,33 @@ from worker.store.models import (
     utcnow,
 )
 from worker.store.reader import RecordReader
+
+
+class RequestChanges(TypedDict, total=False):
+    """The columns of a request that ``Store.update`` may change, with their types: what a
+    worker learns (seat, outcome, Polar's answer, what it saw) and when to look again.
+
+    Identity, idempotency key, batch and timestamps the store keeps itself are not here:
+    they are fixed when the request is recorded (``add_requests``) or kept by the store
+    (``updated_at``, ``finished_at``; ``attempts`` by ``claim``)."""
+
+    state: State  # a change of state is added to the request's history
+    seat_id: str | None
+    requested_seat_id: str | None  # the stale seat named, when another one was revoked
+    guarded: bool
+    reason: str | None
+    effective_at: datetime | None
+    lease_expires_at: datetime | None
+    first_delete_at: datetime | None
+    last_http_status: int | None
+    last_error: str | None
+    error_detail: dict[str, Any] | None
+    outcome_detail: str | None
+    seat_snapshot: dict[str, Any] | None
+    occupant_seen: dict[str, Any] | None
+    end_state_verified: bool | None
+    verified_at: datetime | None
+    discovered: dict[str, Any] | None  # a person request's discovery rounds
 
 
 class Store(RecordReader):
@@ -214,9 +241,17 @@ class Store(RecordReader):
             return record
 
     def update(
-        self, request_id: str, *, event_detail: dict[str, Any] | None = None, **changes: Any
+        self,
+        request_id: str,
+        *,
+        event_detail: dict[str, Any] | None = None,
+        **changes: Unpack[RequestChanges],
     ) -> RevocationRequest:
-        """Apply ``changes``; a change of state is added to the request's history."""
+        """Apply ``changes`` (only columns of ``RequestChanges``); a change of state is added
+        to the request's history, with ``event_detail``."""
+        unknown = changes.keys() - RequestChanges.__optional_keys__
+        if unknown:  # a ``**dict`` the type checker could not see into
+            raise TypeError(f"Store.update: not updatable: {', '.join(sorted(unknown))}")
         now = utcnow()
         with self.session() as session:
             record = session.get(RevocationRequest, request_id, with_for_update=True)
