@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.settings import Priority
+from worker.store.batches import BatchSummary
 from worker.store.models import RequestEvent, RevocationRequest
 
 
@@ -166,6 +167,19 @@ class BatchOut(BaseModel):
         0, description="Requests that are failed or needs_review: not successful"
     )
     elapsed_s: float | None = None
+
+    @classmethod
+    def of(cls, summary: BatchSummary) -> BatchOut:
+        """The batch as the API shows it (``elapsed_s`` only where it was measured: one
+        batch, not a list)."""
+        batch = summary.batch
+        return cls(
+            id=batch.id, name=batch.name, source=batch.source, total=summary.total,
+            requested_by=batch.requested_by, created_at=batch.created_at,
+            counts=summary.counts, finished=summary.finished, done=summary.done,
+            succeeded=summary.succeeded, needs_attention=summary.attention,
+            elapsed_s=None if summary.elapsed_s is None else round(summary.elapsed_s, 3),
+        )
 
 
 class BatchPage(BaseModel):

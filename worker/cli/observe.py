@@ -148,17 +148,12 @@ def requests(seat: str | None, email: str | None, states: tuple[str, ...],
 def batches(limit: int, as_json: bool) -> None:
     """List batches, newest first, with their progress."""
     from worker.cli.display import print_batch_table
-    from worker.store.queries import list_batches
+    from worker.store.batches import list_batches
 
-    summaries, total = list_batches(Store.open_read_only(load_settings().database_url), limit=limit)
+    store = Store.open_read_only(load_settings().database_url)
+    summaries, total = list_batches(store, limit=limit)
     if as_json:
-        emit_json_lines({
-            "batch_id": s.batch.id, "name": s.batch.name, "source": s.batch.source,
-            "requested_by": s.batch.requested_by,
-            "created_at": s.batch.created_at.isoformat(), "total": s.total,
-            "finished": s.finished, "done": s.done, "succeeded": s.succeeded,
-            "needs_attention": s.attention, "counts": s.counts,
-        } for s in summaries)
+        emit_json_lines(summary.listing() for summary in summaries)
         return
     print_batch_table(summaries, total)
 
