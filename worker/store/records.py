@@ -38,11 +38,11 @@ from worker.store.reader import RecordReader
 
 
 class RequestChanges(TypedDict, total=False):
-    """The columns of a request that ``Store.update`` may change, with their types: what a
-    worker learns (seat, outcome, Polar's answer, what it saw) and when to look again.
+    """The columns of a request that ``Store.update`` may change, with their types: mostly
+    what a worker learns (seat, outcome, Polar's answer, what it saw) and when to look again.
 
-    Identity, idempotency key, batch and timestamps the store keeps itself are not here:
-    they are fixed when the request is recorded (``add_requests``) or kept by the store
+    Not here: who and what the request is about, its idempotency key, batch and parent,
+    fixed when it is recorded (``add_requests``), and what the store keeps itself
     (``updated_at``, ``finished_at``; ``attempts`` by ``claim``)."""
 
     state: State  # a change of state is added to the request's history
