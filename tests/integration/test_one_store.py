@@ -25,7 +25,8 @@ from config.settings import Settings
 from worker.intake.producer import Producer
 from worker.sandbox.localstack import LocalStack
 from worker.sandbox.procs import WorkerProcess
-from worker.store.records import Store, StoreMismatch, binding_key
+from worker.store.binding import StoreMismatch, binding_key
+from worker.store.records import Store
 
 pytestmark = pytest.mark.integration
 

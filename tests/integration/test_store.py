@@ -13,8 +13,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from worker.decisions.outcomes import State
+from worker.store.engine import make_engine, migrate
 from worker.store.models import Base, utcnow
-from worker.store.records import Store, make_engine, migrate
+from worker.store.records import Store
 
 pytestmark = pytest.mark.integration
 

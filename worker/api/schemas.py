@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from config.settings import Priority
+from worker.store.batches import BatchSummary
 from worker.store.models import RequestEvent, RevocationRequest
 
 
@@ -61,6 +62,8 @@ class RevocationIn(BaseModel):
 
 
 class HistoryEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # from a stored ``RequestEvent``
+
     at: datetime
     state: str
     attempt: int
@@ -68,6 +71,11 @@ class HistoryEntry(BaseModel):
 
 
 class RevocationOut(BaseModel):
+    # A stored request as the API shows it, read from the ``RevocationRequest`` record's
+    # attributes (``RevocationOut.of``). A comment, not a docstring: that would become a
+    # description in the OpenAPI document.
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     idempotency_key: str
     state: str = Field(description="needs_review: who holds the seat could not be decided; "
@@ -115,20 +123,30 @@ class RevocationOut(BaseModel):
     finished_at: datetime | None
     history: list[HistoryEntry] | None = None
 
+    # A record not yet flushed has None where the column default applies.
+    @field_validator("guarded", mode="before")
+    @classmethod
+    def _guarded_unless_false(cls, value: object) -> bool:
+        return value is not False
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _urgent_by_default(cls, value: object) -> object:
+        return value or "urgent"
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _seat_by_default(cls, value: object) -> object:
+        return value or "seat"
+
     @classmethod
     def of(
         cls, record: RevocationRequest, history: list[RequestEvent] | None = None
     ) -> RevocationOut:
-        data = {name: getattr(record, name) for name in cls.model_fields if name != "history"}
-        data["guarded"] = data["guarded"] is not False  # None: not yet flushed, default on
-        data["priority"] = data["priority"] or "urgent"
-        data["kind"] = data["kind"] or "seat"
-        out = cls(**data)
+        """The record (and its history, when given: ``GET /v1/revocations/{id}``)."""
+        out = cls.model_validate(record)
         if history is not None:
-            out.history = [
-                HistoryEntry(at=e.at, state=e.state, attempt=e.attempt, detail=e.detail)
-                for e in history
-            ]
+            out.history = [HistoryEntry.model_validate(event) for event in history]
         return out
 
 
@@ -166,6 +184,19 @@ class BatchOut(BaseModel):
         0, description="Requests that are failed or needs_review: not successful"
     )
     elapsed_s: float | None = None
+
+    @classmethod
+    def of(cls, summary: BatchSummary) -> BatchOut:
+        """The batch as the API shows it (``elapsed_s`` only where it was measured: one
+        batch, not a list)."""
+        batch = summary.batch
+        return cls(
+            id=batch.id, name=batch.name, source=batch.source, total=summary.total,
+            requested_by=batch.requested_by, created_at=batch.created_at,
+            counts=summary.counts, finished=summary.finished, done=summary.done,
+            succeeded=summary.succeeded, needs_attention=summary.attention,
+            elapsed_s=None if summary.elapsed_s is None else round(summary.elapsed_s, 3),
+        )
 
 
 class BatchPage(BaseModel):

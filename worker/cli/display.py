@@ -15,6 +15,7 @@ from rich.text import Text
 
 from worker.decisions.outcomes import State
 from worker.jobs.fleetpause import PauseInfo
+from worker.store.batches import BatchSummary
 from worker.store.models import RevocationRequest
 
 STATE_STYLE = {
@@ -137,7 +138,7 @@ def print_record(record: RevocationRequest, history: list[Any] | None = None) ->
             console.print(history_line(event), highlight=False)
 
 
-def batch_heading(progress: Any) -> Text:
+def batch_heading(progress: BatchSummary) -> Text:
     state = "done" if progress.done else "in progress"
     return Text.assemble(
         (f"batch {progress.batch_id}", "bold"), " ", plain(progress.name or ""),
@@ -146,7 +147,7 @@ def batch_heading(progress: Any) -> Text:
     )
 
 
-def print_batch(progress: Any, as_json: bool) -> None:
+def print_batch(progress: BatchSummary, as_json: bool) -> None:
     """A batch's progress: a JSON summary, or a short table."""
     if as_json:
         import json
@@ -162,8 +163,8 @@ def print_batch(progress: Any, as_json: bool) -> None:
     console.print(table)
 
 
-def print_batch_table(summaries: Sequence[Any], total: int) -> None:
-    """``seat-revoker batches``: one row per batch (``worker.store.queries.BatchSummary``)."""
+def print_batch_table(summaries: Sequence[BatchSummary], total: int) -> None:
+    """``seat-revoker batches``: one row per batch."""
     table = Table(title=plain(f"batches: {len(summaries)} of {total}"))
     for name in ("batch", "name", "created", "finished", "outcomes"):
         table.add_column(name, no_wrap=name == "batch")

@@ -1,5 +1,7 @@
 """Read-only commands: what happened and what is waiting (``status``, ``requests``,
-``batches``, ``scheduled``, ``failed``, ``report``). They never change the store."""
+``batches``, ``scheduled``, ``failed``, ``report``). They never change the store: they open
+it with ``Store.open_read_only`` (no migration; a schema missing or behind is a one-line
+error saying a worker or the API creates or upgrades it)."""
 
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def status(request_id: str | None, as_json: bool) -> None:
     settings = load_settings()
     if request_id is None:
         sys.exit(queue_health(settings, as_json))
-    store = Store.from_url(settings.database_url)
+    store = Store.open_read_only(settings.database_url)
     try:
         found = resolve_any(store, request_id)
     except Ambiguous as exc:
@@ -76,7 +78,7 @@ def queue_health(settings: Settings, as_json: bool) -> int:
     pauses = read_pauses(settings)
     counts: dict[str, int] | None
     try:
-        counts = Store.from_url(settings.database_url).count_by_state()
+        counts = Store.open_read_only(settings.database_url).count_by_state()
     except Exception:  # the pause is what this answers; counts are a courtesy
         counts = None
     attention = None if counts is None else {s.value: counts.get(s.value, 0)
@@ -119,7 +121,7 @@ def requests(seat: str | None, email: str | None, states: tuple[str, ...],
     """Find requests, newest first: by seat, email, state, batch, source or time."""
     from worker.store.queries import RequestFilter, list_requests
 
-    store = Store.from_url(load_settings().database_url)
+    store = Store.open_read_only(load_settings().database_url)
     where = RequestFilter(
         states=states, batch_id=find_batch(store, batch_id) if batch_id else None,
         seat_prefix=seat, email_contains=email, text=text, source=source,
@@ -146,17 +148,12 @@ def requests(seat: str | None, email: str | None, states: tuple[str, ...],
 def batches(limit: int, as_json: bool) -> None:
     """List batches, newest first, with their progress."""
     from worker.cli.display import print_batch_table
-    from worker.store.queries import list_batches
+    from worker.store.batches import list_batches
 
-    summaries, total = list_batches(Store.from_url(load_settings().database_url), limit=limit)
+    store = Store.open_read_only(load_settings().database_url)
+    summaries, total = list_batches(store, limit=limit)
     if as_json:
-        emit_json_lines({
-            "batch_id": s.batch.id, "name": s.batch.name, "source": s.batch.source,
-            "requested_by": s.batch.requested_by,
-            "created_at": s.batch.created_at.isoformat(), "total": s.total,
-            "finished": s.finished, "done": s.done, "succeeded": s.succeeded,
-            "needs_attention": s.attention, "counts": s.counts,
-        } for s in summaries)
+        emit_json_lines(summary.listing() for summary in summaries)
         return
     print_batch_table(summaries, total)
 
@@ -165,7 +162,7 @@ def batches(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON Lines.")
 def scheduled(as_json: bool) -> None:
     """List scheduled requests (waiting for their effective time)."""
-    store = Store.from_url(load_settings().database_url)
+    store = Store.open_read_only(load_settings().database_url)
     print_requests(store.find(states=[State.SCHEDULED], limit=10_000), as_json,
                    title="scheduled", columns=("effective_at",))
 
@@ -176,7 +173,7 @@ def scheduled(as_json: bool) -> None:
 def failed(since: Any, as_json: bool) -> None:
     """List requests an operator must act on: failed (with Polar's error and HTTP status)
     and needs_review (nothing deleted; what to check is in the detail)."""
-    store = Store.from_url(load_settings().database_url)
+    store = Store.open_read_only(load_settings().database_url)
     records = store.find(states=ATTENTION_STATES, updated_since=utc(since), limit=10_000)
     print_requests(records, as_json, title="failed or needs review",
                    columns=("last_http_status", "detail"))
@@ -201,7 +198,7 @@ def report(batch_id: str | None, person: str | None, fmt: str, output: Path | No
 
     if (batch_id is None) == (person is None):
         fail("give a batch id or --person")
-    store = Store.from_url(load_settings().database_url)
+    store = Store.open_read_only(load_settings().database_url)
     if person is not None:
         text, count = person_report_text(store, person, fmt)
         if output:

@@ -16,21 +16,21 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from worker.store.batches import BatchProgress
+from worker.store.batches import BatchSummary
 
 
-def counts_text(progress: BatchProgress) -> str:
+def counts_text(progress: BatchSummary) -> str:
     return " ".join(f"{state}={n}" for state, n in progress.counts.items())
 
 
 def follow(
-    read: Callable[[], BatchProgress],
+    read: Callable[[], BatchSummary],
     *,
     timeout: float,
     interval: float = 0.25,
     line_every: float = 5.0,
     console: Console | None = None,
-) -> BatchProgress:
+) -> BatchSummary:
     """Poll ``read`` until the batch is done or ``timeout`` passes; return the last reading."""
     console = console or Console(stderr=True)
     deadline = time.monotonic() + timeout

@@ -35,7 +35,7 @@ def worker(concurrency: int | None, loglevel: str | None, hostname: str | None,
     settings = load_settings()
     try:
         settings.access_token  # noqa: B018 - fail now, not on the first task
-        from worker.store.records import check_binding
+        from worker.store.binding import check_binding
 
         check_binding(Store.from_url(settings.database_url), settings, role="worker")
     except ConfigError as exc:

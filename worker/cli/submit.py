@@ -91,7 +91,7 @@ def revoke(seat_id: str, portal_token_file: Path | None, unguarded: bool, wait: 
         )
     except ValidationError as exc:
         fail(validation_text(exc))
-    from worker.store.queries import identity_differences, key_conflicts
+    from worker.store.conflicts import identity_differences, key_conflicts
 
     producer = Producer(settings)
     try:
@@ -162,8 +162,8 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
     from worker.cli.progress import follow
     from worker.intake.batchfile import MAX_REPORTED_ERRORS, BatchFileError, clip, parse_batch
     from worker.intake.producer import Producer
-    from worker.store.batches import batch_progress
-    from worker.store.queries import key_conflicts
+    from worker.store.batches import BatchSummary, batch_progress
+    from worker.store.conflicts import key_conflicts
 
     settings = load_settings()
     if name is not None and len(name) > MAX_NAME:
@@ -202,7 +202,7 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
 
     watch = WorkerWatch.of(settings, worker_grace)
 
-    def read() -> Any:
+    def read() -> BatchSummary:
         progress = batch_progress(store, result.batch_id)
         assert progress is not None
         if wait and not progress.done:

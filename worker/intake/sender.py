@@ -21,8 +21,9 @@ from redis.exceptions import RedisError
 
 from config.celery import REVOKE_TASK, celery_config
 from config.settings import PRIORITIES, Priority, Settings, redacted_url
+from worker.store.binding import bind_store
 from worker.store.models import utcnow
-from worker.store.records import Store, bind_store
+from worker.store.records import Store
 from worker.telemetry.metrics import lane_queue_keys
 
 # Messages published per round trip; each chunk is marked sent once Redis took it.

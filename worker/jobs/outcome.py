@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, Unpack
 
 from worker.decisions.outcomes import Action, Fault, RetryPlan, State, failure_hint
 from worker.polar.client import CustomerSeat, PolarError, detail_text
 from worker.store.models import RevocationRequest, utcnow
+from worker.store.records import RequestChanges
 from worker.telemetry.logs import get_logger
 
 log = get_logger("seat_revoker.revocation")
@@ -58,7 +59,8 @@ class Refused:
 
 class OutcomeStore(Protocol):
     def update(
-        self, request_id: str, *, event_detail: dict[str, Any] | None = None, **changes: Any
+        self, request_id: str, *, event_detail: dict[str, Any] | None = None,
+        **changes: Unpack[RequestChanges],
     ) -> RevocationRequest: ...
 
 

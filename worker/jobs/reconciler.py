@@ -17,7 +17,7 @@ may have lost. The record store is the source of truth, so nothing recorded ther
   recorded, ``sent_at`` is null) is sent as soon as Redis takes messages again.
 
 Every pass first checks that the namespace is bound to this process's store
-(``worker.store.records.bind_store``): after Redis lost its data, the first process to come binds
+(``worker.store.binding.bind_store``): after Redis lost its data, the first process to come binds
 it again, and a scheduler on another store stops sending instead of mixing two stores.
 
 Re-sending is safe because tasks are idempotent: a terminal request is skipped, a live one
@@ -43,8 +43,8 @@ from worker.intake.producer import Producer
 from worker.intake.sender import NotSent, broker_task_ids
 from worker.jobs.heartbeats import record_pass
 from worker.jobs.nodes import NodeRegistry
+from worker.store.engine import StoreError
 from worker.store.models import utcnow
-from worker.store.records import StoreError
 from worker.telemetry.logs import get_logger
 from worker.telemetry.metrics import lane_queue_keys
 

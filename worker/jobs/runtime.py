@@ -21,7 +21,9 @@ from worker.jobs.fleetpause import FleetPause
 from worker.polar.client import PolarClient, Throttle, build_http_client, token_bucket
 from worker.polar.ratelimit import SharedRateLimiter
 from worker.polar.seatlists import SeatLists
-from worker.store.records import Store, StoreMismatch, StoreUnavailable, bind_store
+from worker.store.binding import StoreMismatch, bind_store
+from worker.store.engine import StoreUnavailable
+from worker.store.records import Store
 from worker.telemetry.logs import get_logger, register_secret
 from worker.telemetry.metrics import MetricsRecorder
 

@@ -34,7 +34,8 @@ from worker.jobs.nodes import NodeRegistry, run_heartbeat
 from worker.jobs.outcome import RetryLater
 from worker.jobs.revocation import run_revocation
 from worker.jobs.runtime import get_runtime
-from worker.store.records import StoreError, StoreMismatch
+from worker.store.binding import StoreMismatch
+from worker.store.engine import StoreError
 from worker.telemetry.logs import (
     bind_task_context,
     clear_task_context,

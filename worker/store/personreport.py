@@ -3,11 +3,10 @@ by which request, on whose instruction, and the verification reads (CSV and JSON
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from typing import Any
 
+from worker.store.csvreport import write_csv
 from worker.store.models import RevocationRequest
 from worker.store.records import Store
 
@@ -99,19 +98,9 @@ def report_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def report_csv(rows: list[dict[str, Any]]) -> Iterator[str]:
-    """CSV text; a cell a spreadsheet would run as a formula is prefixed with ``'``."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
-    yield buffer.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+    """The person report as CSV text, by the one report writer (``worker.store.csvreport``:
+    a cell a spreadsheet would run as a formula is prefixed with ``'``)."""
+    return write_csv(COLUMNS, rows)
 
 
 def _occupant(seen: dict[str, Any] | None) -> str | None:

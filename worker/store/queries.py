@@ -1,4 +1,5 @@
-"""Read-side queries over the record store, for the HTTP API and the dashboard.
+"""Read-side queries over requests, for the HTTP API, the dashboard and the CLI (batches:
+``worker.store.batches``; idempotency keys reused: ``worker.store.conflicts``).
 
 Lists are newest first. Two ways to page: ``offset`` (simple, for small tables and page
 numbers) or an opaque ``cursor`` (keyset on ``(created_at, id)``: stable while new rows
@@ -11,7 +12,7 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,6 @@ from worker.decisions.outcomes import (
     TERMINAL_STATES,
     State,
 )
-from worker.intake.requests import PersonInput, RevocationInput
 from worker.store.models import Batch, BatchItem, RevocationRequest
 from worker.store.records import Store
 
@@ -77,35 +77,6 @@ class Page:
     total: int
     next_cursor: str | None = None
     next_offset: int | None = None
-
-
-@dataclass(frozen=True)
-class BatchSummary:
-    batch: Batch
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def finished(self) -> int:
-        return sum(n for state, n in self.counts.items() if State(state).is_terminal)
-
-    @property
-    def succeeded(self) -> int:
-        """Requests whose person no longer holds the seat through us (``State.is_success``)."""
-        return sum(n for state, n in self.counts.items() if State(state).is_success)
-
-    @property
-    def attention(self) -> int:
-        """Requests an operator must act on (failed or needs_review)."""
-        return sum(n for state, n in self.counts.items() if State(state) in ATTENTION_STATES)
-
-    @property
-    def total(self) -> int:
-        """Distinct requests (rows that named the same request count once)."""
-        return sum(self.counts.values())
-
-    @property
-    def done(self) -> bool:
-        return all(State(state).is_terminal for state in self.counts)
 
 
 def encode_cursor(record: RevocationRequest) -> str:
@@ -198,51 +169,6 @@ def list_requests(
     )
 
 
-def counts_by_batch(store: Store, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-    """``{batch_id: {state: n}}`` over each batch's distinct requests, in one query."""
-    if not batch_ids:
-        return {}
-    model = RevocationRequest
-    members = (
-        select(BatchItem.batch_id, BatchItem.request_id)
-        .where(BatchItem.batch_id.in_(list(batch_ids)))
-        .distinct()
-        .subquery()
-    )
-    query = (
-        select(members.c.batch_id, model.state, func.count())
-        .join(model, model.id == members.c.request_id)
-        .group_by(members.c.batch_id, model.state)
-    )
-    out: dict[str, dict[str, int]] = {batch_id: {} for batch_id in batch_ids}
-    with store.session() as session:
-        for batch_id, state, n in session.execute(query):
-            if batch_id is not None:
-                out[batch_id][state] = n
-    return out
-
-
-def list_batches(
-    store: Store, *, limit: int = 20, offset: int = 0
-) -> tuple[list[BatchSummary], int]:
-    """Batches newest first with their per-state counts, and the number of batches."""
-    limit = max(1, min(limit, MAX_LIMIT))
-    query = select(Batch).order_by(Batch.created_at.desc(), Batch.id.desc())
-    with store.session() as session:
-        batches = list(session.scalars(query.offset(max(offset, 0)).limit(limit)))
-        total = session.scalar(select(func.count()).select_from(Batch)) or 0
-    counts = counts_by_batch(store, [b.id for b in batches])
-    return [BatchSummary(b, counts.get(b.id, {})) for b in batches], total
-
-
-def get_batch(store: Store, batch_id: str) -> BatchSummary | None:
-    with store.session() as session:
-        batch = session.get(Batch, batch_id)
-    if batch is None:
-        return None
-    return BatchSummary(batch, counts_by_batch(store, [batch_id])[batch_id])
-
-
 def in_flight_count(store: Store) -> int:
     states = [s.value for s in STATE_GROUPS["in_flight"]]
     query = select(func.count()).select_from(RevocationRequest)
@@ -254,136 +180,6 @@ def last_change(store: Store) -> datetime | None:
     """When any request last changed (the dashboard reloads when this moves)."""
     with store.session() as session:
         return session.scalar(select(func.max(RevocationRequest.updated_at)))
-
-
-# -- idempotency keys reused for something else ---------------------------------------------
-
-# What a request is about, as the producer stores it: RevocationInput field → record column.
-IDENTITY_COLUMNS = {
-    "seat_id": "seat_id",
-    "subscription_id": "subscription_id",
-    "order_id": "order_id",
-    "email": "occupant_email",
-    "member_id": "occupant_member_id",
-    "customer_id": "occupant_customer_id",
-    "external_id": "occupant_external_id",
-    "mode": "mode",
-}
-
-
-@dataclass(frozen=True)
-class KeyConflict:
-    """A submitted request whose idempotency key names a stored request about something
-    else: deduplicating it would silently drop it."""
-
-    index: int  # position in the submitted sequence
-    key: str
-    request_id: str  # the stored request holding the key
-    fields: tuple[tuple[str, object, object], ...]  # (field, stored, submitted)
-
-    def describe(self) -> str:
-        changes = "; ".join(
-            f"{name} {_shown(stored)} there, {_shown(submitted)} here"
-            for name, stored, submitted in self.fields
-        )
-        return (f"idempotency key {_clip(repr(self.key), 60)} already belongs to request "
-                f"{self.request_id} about something else ({changes}); use a new key for a "
-                "new request")
-
-
-PERSON_COLUMNS = {
-    "email": "occupant_email",
-    "member_id": "occupant_member_id",
-    "external_id": "occupant_external_id",
-    "customer_id": "scope_customer_id",
-    "customer_external_id": "scope_external_customer_id",
-    "all_customers": "scope_all_customers",
-}
-
-
-def person_differences(
-    request: PersonInput, record: RevocationRequest
-) -> tuple[tuple[str, object, object], ...]:
-    """How a person request differs from the stored record its key names (empty: the
-    same request)."""
-    if record.kind != "person":
-        return (("kind", record.kind, "person"),)
-    out: list[tuple[str, object, object]] = []
-    for name, column in PERSON_COLUMNS.items():
-        submitted, stored = getattr(request, name), getattr(record, column)
-        same = ((submitted or "").casefold() == (stored or "").casefold() if name == "email"
-                else bool(submitted) == bool(stored) if name == "all_customers"
-                else submitted == stored)
-        if not same:
-            out.append((name, stored, submitted))
-    return tuple(out)
-
-
-def identity_differences(
-    request: RevocationInput | PersonInput, record: RevocationRequest
-) -> tuple[tuple[str, object, object], ...]:
-    """How ``request`` differs from the stored ``record`` its key names, field by field
-    (empty: the same request, an honest resubmission).
-
-    Only what the producer stores from the request is compared, allowing for what the
-    system itself fills in later: a seat the worker resolved or switched to (the seat named
-    must be the stored one or the one it replaced), and the subscription/order the producer
-    found for a bare seat id (compared only when the request names one).
-    """
-    if isinstance(request, PersonInput):
-        return person_differences(request, record)
-    if record.kind == "person":
-        return (("kind", "person", "seat"),)
-    out: list[tuple[str, object, object]] = []
-    for name, column in IDENTITY_COLUMNS.items():
-        submitted = getattr(request, name)
-        stored = getattr(record, column)
-        if name == "seat_id":
-            if submitted is not None and submitted not in (stored, record.requested_seat_id):
-                out.append((name, record.requested_seat_id or stored, submitted))
-            continue
-        if name in ("subscription_id", "order_id") and not (
-            request.subscription_id or request.order_id
-        ):
-            continue
-        if name == "email":
-            same = (submitted or "").casefold() == (stored or "").casefold()
-        else:
-            same = submitted == stored
-        if not same:
-            out.append((name, stored, submitted))
-    return tuple(out)
-
-
-def key_conflicts(store: Store, requests: Sequence[RevocationInput | PersonInput]
-                  ) -> list[KeyConflict]:
-    """Requests whose idempotency key is stored for a different request, in order."""
-    keys = [request.idempotency_key() for request in requests]
-    found: dict[str, RevocationRequest] = {}
-    unique = list(dict.fromkeys(keys))
-    with store.session() as session:
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            query = select(RevocationRequest).where(RevocationRequest.idempotency_key.in_(chunk))
-            for record in session.scalars(query):
-                found[record.idempotency_key] = record
-    conflicts = []
-    for index, (request, key) in enumerate(zip(requests, keys, strict=True)):
-        stored = found.get(key)
-        if stored is None:
-            continue
-        differences = identity_differences(request, stored)
-        if differences:
-            conflicts.append(KeyConflict(index, key, stored.id, differences))
-    return conflicts
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _shown(value: object) -> str:
-    return "empty" if value is None else _clip(repr(value), 60)
 
 
 # -- dashboard drill-down ---------------------------------------------------------------------

@@ -21,8 +21,14 @@ from worker.api.schemas import (
     RevocationIn,
 )
 from worker.intake.batchfile import BatchFileError, clip, parse_batch
-from worker.store.batches import batch_progress, report_csv, report_rows
-from worker.store.queries import BatchSummary, get_batch, key_conflicts, list_batches
+from worker.store.batches import (
+    batch_progress,
+    get_batch,
+    list_batches,
+    report_csv,
+    report_rows,
+)
+from worker.store.conflicts import key_conflicts
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 Context = Annotated[ApiContext, Depends(get_context)]
@@ -159,16 +165,6 @@ def _capped(data: bytes) -> bytes:
     return data
 
 
-def _batch_out(summary: BatchSummary, elapsed_s: float | None = None) -> BatchOut:
-    batch = summary.batch
-    return BatchOut(
-        id=batch.id, name=batch.name, source=batch.source, total=summary.total,
-        requested_by=batch.requested_by, created_at=batch.created_at,
-        counts=summary.counts, finished=summary.finished, done=summary.done,
-        succeeded=summary.succeeded, needs_attention=summary.attention, elapsed_s=elapsed_s,
-    )
-
-
 @router.get("", response_model=BatchPage)
 def batches(
     _: Caller,
@@ -180,7 +176,7 @@ def batches(
     summaries, total = list_batches(context.store, limit=limit, offset=offset)
     more = offset + len(summaries) < total
     return BatchPage(
-        items=[_batch_out(s) for s in summaries],
+        items=[BatchOut.of(s) for s in summaries],
         total=total,
         next_offset=offset + len(summaries) if more else None,
     )
@@ -189,16 +185,10 @@ def batches(
 @router.get("/{batch_id}", response_model=BatchOut, responses={404: {}})
 def batch(batch_id: str, _: Caller, context: Context) -> BatchOut:
     """Progress of one batch: counts by state, done, elapsed seconds."""
-    summary = get_batch(context.store, batch_id)
-    progress = batch_progress(context.store, batch_id)
-    if summary is None or progress is None:
+    summary = batch_progress(context.store, batch_id)
+    if summary is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such batch")
-    out = _batch_out(summary, elapsed_s=round(progress.elapsed_s, 3))
-    return out.model_copy(
-        update={"counts": progress.counts, "total": progress.total, "done": progress.done,
-                "finished": progress.finished, "succeeded": progress.succeeded,
-                "needs_attention": progress.attention}
-    )
+    return BatchOut.of(summary)
 
 
 @router.get(

@@ -25,14 +25,8 @@ from worker.api.routers.revocations import retry_request
 from worker.decisions.outcomes import ATTENTION_STATES, State
 from worker.jobs.fleetpause import PauseInfo
 from worker.jobs.nodes import NodeRegistry
-from worker.store.queries import (
-    BatchSummary,
-    RequestFilter,
-    in_flight_count,
-    last_change,
-    list_batches,
-    list_requests,
-)
+from worker.store.batches import BatchSummary, list_batches
+from worker.store.queries import RequestFilter, in_flight_count, last_change, list_requests
 from worker.telemetry.logs import get_logger
 
 log = get_logger("seat_revoker.api.dashboard")

@@ -27,7 +27,7 @@ from worker.api.routers.dashboard import (
 )
 from worker.api.routers.revocations import cancel_request
 from worker.decisions.outcomes import State
-from worker.store.batches import batch_progress, report_csv, report_rows
+from worker.store.batches import batch_progress, get_batch, report_csv, report_rows
 from worker.store.lookup import (
     SOURCES,
     Ambiguous,
@@ -41,7 +41,6 @@ from worker.store.queries import (
     RequestFilter,
     batch_lines,
     batches_of_request,
-    get_batch,
     list_requests,
     scheduled_requests,
 )
@@ -205,16 +204,15 @@ def batch_page(
     if batch.id != batch_id:
         return RedirectResponse(f"/dashboard/batches/{batch.id}",
                                 status_code=status.HTTP_303_SEE_OTHER)
-    summary = get_batch(context.store, batch.id)
-    progress = batch_progress(context.store, batch.id)
-    assert summary is not None and progress is not None
+    summary = batch_progress(context.store, batch.id)
+    assert summary is not None
     if state and state not in STATE_OPTIONS:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"unknown state {state!r}")
     where = RequestFilter(batch_id=batch.id, states=[state] if state else [])
     page = list_requests(context.store, where, limit=PAGE_SIZE, offset=offset)
     return templates.TemplateResponse(request, "batch.html", {
         **page_values(request, context, user),
-        "b": batch_view(summary), "progress": progress, "page": page, "offset": offset,
+        "b": batch_view(summary), "progress": summary, "page": page, "offset": offset,
         "page_size": PAGE_SIZE, "state": state, "query": {"state": state} if state else {},
         "notice": notice, "segments": SEGMENTS,
     })

@@ -19,8 +19,8 @@ from worker.api.refusals import refused
 from worker.api.schemas import WebhookAccepted, WebhookIgnored
 from worker.intake.requests import PersonInput, RevocationInput
 from worker.intake.webhooks import WebhookVerificationError
+from worker.store.conflicts import KeyConflict, key_conflicts
 from worker.store.models import WebhookDelivery
-from worker.store.queries import KeyConflict, key_conflicts
 from worker.telemetry.logs import get_logger
 
 log = get_logger("seat_revoker.api.events")

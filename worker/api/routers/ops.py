@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from worker.api.context import ApiContext, get_context
-from worker.store.records import StoreError
+from worker.store.engine import StoreError
 
 router = APIRouter(tags=["operations"])
 Context = Annotated[ApiContext, Depends(get_context)]

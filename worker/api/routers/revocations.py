@@ -24,15 +24,8 @@ from worker.api.schemas import (
 from worker.decisions.outcomes import State
 from worker.intake.producer import EnqueueResult
 from worker.intake.requests import PersonInput, RevocationInput
-from worker.store.queries import (
-    STATE_GROUPS,
-    InvalidCursor,
-    KeyConflict,
-    RequestFilter,
-    identity_differences,
-    key_conflicts,
-    list_requests,
-)
+from worker.store.conflicts import KeyConflict, identity_differences, key_conflicts
+from worker.store.queries import STATE_GROUPS, InvalidCursor, RequestFilter, list_requests
 
 # What the REST routes record: a seat revocation or a person offboarding.
 Submitted = TypeVar("Submitted", RevocationInput, PersonInput)

@@ -1,4 +1,4 @@
-"""Alembic environment: always run programmatically by ``worker.store.records.migrate``."""
+"""Alembic environment: always run programmatically by ``worker.store.engine.migrate``."""
 
 from alembic import context
 
