@@ -91,7 +91,7 @@ def revoke(seat_id: str, portal_token_file: Path | None, unguarded: bool, wait: 
         )
     except ValidationError as exc:
         fail(validation_text(exc))
-    from worker.store.conflicts import identity_differences, key_conflicts
+    from worker.intake.conflicts import identity_differences, key_conflicts
 
     producer = Producer(settings)
     try:
@@ -161,9 +161,9 @@ def batch(file: Path, fmt: str | None, name: str | None, dry_run: bool, wait: bo
     from worker.cli import exitcodes
     from worker.cli.progress import follow
     from worker.intake.batchfile import MAX_REPORTED_ERRORS, BatchFileError, clip, parse_batch
+    from worker.intake.conflicts import key_conflicts
     from worker.intake.producer import Producer
     from worker.store.batches import BatchSummary, batch_progress
-    from worker.store.conflicts import key_conflicts
 
     settings = load_settings()
     if name is not None and len(name) > MAX_NAME:

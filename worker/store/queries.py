@@ -1,5 +1,5 @@
 """Read-side queries over requests, for the HTTP API, the dashboard and the CLI (batches:
-``worker.store.batches``; idempotency keys reused: ``worker.store.conflicts``).
+``worker.store.batches``; idempotency keys reused: ``worker.intake.conflicts``).
 
 Lists are newest first. Two ways to page: ``offset`` (simple, for small tables and page
 numbers) or an opaque ``cursor`` (keyset on ``(created_at, id)``: stable while new rows

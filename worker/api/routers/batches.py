@@ -21,6 +21,7 @@ from worker.api.schemas import (
     RevocationIn,
 )
 from worker.intake.batchfile import BatchFileError, clip, parse_batch
+from worker.intake.conflicts import key_conflicts
 from worker.store.batches import (
     batch_progress,
     get_batch,
@@ -28,7 +29,6 @@ from worker.store.batches import (
     report_csv,
     report_rows,
 )
-from worker.store.conflicts import key_conflicts
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 Context = Annotated[ApiContext, Depends(get_context)]

@@ -17,9 +17,9 @@ from worker.api.context import ApiContext, get_context
 from worker.api.offboarding import EVENT_TYPE, MappingError, OffboardingEvent, to_requests
 from worker.api.refusals import refused
 from worker.api.schemas import WebhookAccepted, WebhookIgnored
+from worker.intake.conflicts import KeyConflict, key_conflicts
 from worker.intake.requests import PersonInput, RevocationInput
 from worker.intake.webhooks import WebhookVerificationError
-from worker.store.conflicts import KeyConflict, key_conflicts
 from worker.store.models import WebhookDelivery
 from worker.telemetry.logs import get_logger
 

@@ -22,9 +22,9 @@ from worker.api.schemas import (
     SubmitOut,
 )
 from worker.decisions.outcomes import State
+from worker.intake.conflicts import KeyConflict, identity_differences, key_conflicts
 from worker.intake.producer import EnqueueResult
 from worker.intake.requests import PersonInput, RevocationInput
-from worker.store.conflicts import KeyConflict, identity_differences, key_conflicts
 from worker.store.queries import STATE_GROUPS, InvalidCursor, RequestFilter, list_requests
 
 # What the REST routes record: a seat revocation or a person offboarding.
