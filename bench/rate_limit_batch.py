@@ -59,10 +59,6 @@ TARGET_RATIO = 1.03
 TARGET_CALLS_PER_ROW = 1.05
 
 
-def rate_per_second(rate: str) -> float:
-    return RateLimit.parse(rate).per_second
-
-
 def run(
     *,
     seats: int = 600,

@@ -20,7 +20,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from worker.sandbox.errors import SandboxError
@@ -35,6 +35,7 @@ from worker.sandbox.seats import (
     SeatVariant,
     place_holder,
 )
+from worker.store.models import utcnow
 
 __all__ = [
     "DEFAULT_POLAR_VERSION",
@@ -68,11 +69,6 @@ MEMBER_SESSION_PREFIX = "polar_mst_"  # models/member_session.py
 LOG_LIMIT = 500_000  # request records kept for /_sandbox/log
 
 ContainerKind = Literal["subscription", "order"]
-
-
-def utcnow() -> datetime:
-    """Current time, timezone-aware UTC."""
-    return datetime.now(UTC)
 
 
 def token_hash(token: str | None) -> str | None:
