@@ -48,7 +48,7 @@ from bench.common import (
 )
 from config.settings import RateLimit
 from worker.intake.batchfile import parse_batch
-from worker.polar.client import token_bucket
+from worker.polar.auth import token_bucket
 from worker.polar.ratelimit import SharedRateLimiter, spacing
 from worker.sandbox.localstack import LocalStack
 from worker.store.batches import batch_progress

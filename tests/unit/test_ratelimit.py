@@ -21,7 +21,9 @@ from pydantic import SecretStr
 from redis import Redis
 
 from config.settings import RateLimit
-from worker.polar.client import PolarClient, PolarHTTPError, token_bucket
+from worker.polar.auth import token_bucket
+from worker.polar.client import PolarClient
+from worker.polar.errors import PolarHTTPError
 from worker.polar.ratelimit import (
     Episode,
     Rejected,
@@ -36,6 +38,7 @@ from worker.polar.ratelimit import (
     tuning_for,
     urgent_lane,
 )
+from worker.polar.transport import build_http_client
 
 TOLERANCE = 0.02  # seconds: Redis round trips between two acquires on a local socket
 S = 1_000_000  # µs
@@ -498,8 +501,9 @@ def test_polar_client_reports_its_429_with_the_rejected_request(
 
     gate = limiter(redis, prefix, Sleeps(), RateLimit(10, 1.0))
     token = SecretStr("polar_oat_test")
-    http = httpx.Client(base_url="https://polar.test", transport=httpx.MockTransport(respond))
-    client = PolarClient(http, token, gate)
+    http = build_http_client("https://polar.test", connect_timeout=1.0, read_timeout=1.0,
+                             transport=httpx.MockTransport(respond), throttle=gate)
+    client = PolarClient(http, token)
     for _ in range(7):
         client.list_seats(subscription_id="s")
     with pytest.raises(PolarHTTPError) as info:

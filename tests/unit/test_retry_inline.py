@@ -15,7 +15,7 @@ import pytest
 
 from worker.decisions.outcomes import Fault, RetryPolicy
 from worker.jobs.revocation import _with_inline_retries
-from worker.polar.client import PolarError, PolarHTTPError, PolarTransportError
+from worker.polar.errors import PolarError, PolarHTTPError, PolarTransportError
 from worker.store.models import utcnow
 
 

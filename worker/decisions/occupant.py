@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from worker.polar.client import CustomerSeat
+from worker.polar.seats import CustomerSeat
 
 
 class NamedPerson(Protocol):

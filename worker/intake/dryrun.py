@@ -26,8 +26,11 @@ from worker.decisions.occupant import (
 )
 from worker.intake.batchfile import ParsedBatch
 from worker.intake.requests import PersonInput, RevocationInput
-from worker.polar.client import CustomerSeat, PolarClient, PolarError, build_http_client
+from worker.polar.client import PolarClient
+from worker.polar.errors import PolarError
 from worker.polar.ratelimit import SharedRateLimiter
+from worker.polar.seats import CustomerSeat
+from worker.polar.transport import build_http_client
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,9 @@ def dry_run(settings: Settings, parsed: ParsedBatch, *, as_json: bool) -> int:
     http = build_http_client(settings.api_base_url,
                              connect_timeout=settings.polar_connect_timeout,
                              read_timeout=settings.polar_read_timeout,
-                             api_version=settings.polar_api_version)
-    polar = PolarClient(http, settings.access_token, limiter,
-                        total_timeout=settings.polar_total_timeout)
+                             api_version=settings.polar_api_version,
+                             throttle=limiter, total_timeout=settings.polar_total_timeout)
+    polar = PolarClient(http, settings.access_token)
     lists: dict[tuple[str, str], list[CustomerSeat] | str] = {}
     forecasts: list[Forecast] = []
     try:

@@ -45,9 +45,10 @@ from worker.jobs.revocation import (
 )
 from worker.jobs.runtime import Runtime
 from worker.jobs.seatlock import Heartbeat, SeatBusy, seat_lock
-from worker.polar.client import ContainerKind, PolarError
+from worker.polar.errors import PolarError
 from worker.polar.ratelimit import ThrottleWait
 from worker.polar.seatlists import SeatLists
+from worker.polar.seats import ContainerKind
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import bind_task_context, get_logger
 

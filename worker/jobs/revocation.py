@@ -46,16 +46,11 @@ from worker.decisions.outcomes import (
 from worker.intake.portal_tokens import load_portal_token
 from worker.jobs.runtime import Runtime
 from worker.jobs.seatlock import SeatBusy, seat_lock
-from worker.polar.client import (
-    CustomerSeat,
-    Mode,
-    PolarError,
-    PolarHTTPError,
-    ResponseFormatError,
-    detail_text,
-)
+from worker.polar.client import Mode
+from worker.polar.errors import PolarError, PolarHTTPError, ResponseFormatError, detail_text
 from worker.polar.ratelimit import ThrottleWait, urgent_lane
 from worker.polar.seatlists import container_of, container_of_snapshot
+from worker.polar.seats import CustomerSeat
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import bind_task_context, get_logger
 

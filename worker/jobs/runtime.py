@@ -18,9 +18,11 @@ from config.settings import Settings
 from worker.decisions.outcomes import RetryPolicy
 from worker.intake.portal_tokens import discard_portal_token
 from worker.jobs.fleetpause import FleetPause
-from worker.polar.client import PolarClient, Throttle, build_http_client, token_bucket
+from worker.polar.auth import token_bucket
+from worker.polar.client import PolarClient
 from worker.polar.ratelimit import SharedRateLimiter
 from worker.polar.seatlists import SeatLists
+from worker.polar.transport import Throttle, build_http_client
 from worker.store.records import Store, StoreMismatch, StoreUnavailable, bind_store
 from worker.telemetry.logs import get_logger, register_secret
 from worker.telemetry.metrics import MetricsRecorder
@@ -60,9 +62,11 @@ class Runtime:
             connect_timeout=settings.polar_connect_timeout,
             read_timeout=settings.polar_read_timeout,
             api_version=settings.polar_api_version,
+            throttle=throttle,
+            observer=metrics,
+            total_timeout=settings.polar_total_timeout,
         )
-        polar = PolarClient(http, token, throttle, observer=metrics,
-                            total_timeout=settings.polar_total_timeout)
+        polar = PolarClient(http, token)
         pause = fleet_pause(settings, redis)
         scope = pause_scope(settings)
         for stale in pause.forget_others(scope):
