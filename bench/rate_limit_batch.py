@@ -49,7 +49,8 @@ from bench.common import (
 from config.settings import RateLimit
 from worker.intake.batchfile import parse_batch
 from worker.polar.auth import token_bucket
-from worker.polar.ratelimit import SharedRateLimiter, spacing
+from worker.polar.pacing import spacing
+from worker.polar.ratelimit import SharedRateLimiter
 from worker.sandbox.localstack import LocalStack
 from worker.store.batches import batch_progress
 from worker.store.models import RevocationRequest
