@@ -10,12 +10,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 
-from redis import Redis
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from config.settings import Settings
+from worker.connections import polar_client, rate_limiter, redis_client
 from worker.decisions.occupant import (
     IdentityContext,
     Verdict,
@@ -28,9 +28,7 @@ from worker.intake.batchfile import ParsedBatch
 from worker.intake.requests import PersonInput, RevocationInput
 from worker.polar.client import PolarClient
 from worker.polar.errors import PolarError
-from worker.polar.ratelimit import SharedRateLimiter
 from worker.polar.seats import CustomerSeat
-from worker.polar.transport import build_http_client
 
 
 @dataclass(frozen=True)
@@ -86,15 +84,8 @@ def _context(
 
 
 def dry_run(settings: Settings, parsed: ParsedBatch, *, as_json: bool) -> int:
-    redis = Redis.from_url(settings.redis_url)
-    limiter = SharedRateLimiter(redis, settings.redis_key("ratelimit"), settings.rate_limit,
-                                max_hold=60.0)
-    http = build_http_client(settings.api_base_url,
-                             connect_timeout=settings.polar_connect_timeout,
-                             read_timeout=settings.polar_read_timeout,
-                             api_version=settings.polar_api_version,
-                             throttle=limiter, total_timeout=settings.polar_total_timeout)
-    polar = PolarClient(http, settings.access_token)
+    redis = redis_client(settings.redis_url)
+    polar = polar_client(settings, throttle=rate_limiter(settings, redis, max_hold=60.0))
     lists: dict[tuple[str, str], list[CustomerSeat] | str] = {}
     forecasts: list[Forecast] = []
     try:

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from config.celery import REVOKE_TASK, celery_config
 from config.settings import PRIORITIES, Priority, Settings, redacted_url
+from worker.connections import redis_client
 from worker.decisions.outcomes import ATTENTION_STATES, State
 from worker.intake.portal_tokens import discard_portal_token, stash_portal_token
 from worker.intake.requests import PersonInput, RevocationInput
@@ -152,8 +153,7 @@ class Producer:
     @property
     def redis(self) -> Redis:
         if self._redis is None:
-            self._redis = Redis.from_url(self.settings.redis_url, socket_connect_timeout=5,
-                                         socket_timeout=30)
+            self._redis = redis_client(self.settings.redis_url, connect_timeout=5, timeout=30)
         return self._redis
 
     @property

@@ -43,6 +43,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import ConfigError, Settings, redacted_url
+from worker.connections import redis_client
 from worker.decisions.outcomes import IN_FLIGHT_STATES, TERMINAL_STATES, State
 from worker.store.models import (
     Batch,
@@ -719,7 +720,7 @@ def check_binding(store: Store, settings: Settings, *, role: str) -> bool:
     ``StoreMismatch`` when the namespace belongs to another store."""
     from redis.exceptions import RedisError
 
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
+    redis = redis_client(settings.redis_url, connect_timeout=5, timeout=10)
     try:
         bind_store(store, redis, settings, role=role)
         return True
