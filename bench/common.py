@@ -24,6 +24,8 @@ from typing import Any
 
 from redis import Redis
 
+from worker.connections import redis_client
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEED = 20240611
 
@@ -39,7 +41,7 @@ def machine_info(redis_url: str | None = None) -> dict[str, Any]:
     url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     redis_version = "unknown"
     with contextlib.suppress(Exception):
-        client = Redis.from_url(url, socket_timeout=2)
+        client = redis_client(url, timeout=2)
         redis_version = str(client.info("server").get("redis_version"))
         client.close()
     load1, load5, _ = os.getloadavg()
@@ -406,6 +408,6 @@ def cleanup_namespace(stack: Any) -> None:
     if stack.redis_url is None:
         return
     with contextlib.suppress(Exception):
-        client = Redis.from_url(stack.redis_url)
+        client = redis_client(stack.redis_url)
         delete_prefix(client, f"{stack.namespace}:")
         client.close()

@@ -19,8 +19,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from redis import Redis
-
 from bench.common import (
     delete_prefix,
     machine_info,
@@ -31,6 +29,7 @@ from bench.common import (
     write_result,
 )
 from config.settings import Settings
+from worker.connections import redis_client
 from worker.intake.batchfile import parse_batch
 from worker.intake.producer import Producer
 from worker.store.records import Store
@@ -88,7 +87,7 @@ def run_once(data: bytes, redis_url: str, rows: int) -> dict[str, Any]:
     )
     store = TimedStore(Store.from_url(settings.database_url).engine)  # migrated up front
     producer = TimedProducer(settings, store=store)
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     try:
         started = time.perf_counter()
         parsed = parse_batch(data, filename="bench.csv")

@@ -37,7 +37,7 @@ from bench.common import (
     write_result,
 )
 from bench.naive_app import TASK_NAME
-from bench.rate_limit_batch import rate_per_second
+from config.settings import RateLimit
 from worker.sandbox.app import DEFAULT_SANDBOX_TOKEN
 from worker.sandbox.localstack import LocalStack
 
@@ -59,7 +59,7 @@ def run(
     compare: bool = True,
 ) -> dict[str, Any]:
     # Celery's rate_limit is per node: the naive split of Polar's limit across the nodes.
-    default_node_rate = f"{rate_per_second(rate) / nodes:g}/s"
+    default_node_rate = f"{RateLimit.parse(rate).per_second / nodes:g}/s"
     node_rate = node_rate or default_node_rate
     params = {"seats": seats, "sandbox_rate_limit": rate, "nodes": nodes,
               "concurrency": concurrency, "celery_rate_limit_per_node": node_rate,
@@ -126,7 +126,7 @@ def run(
         client.close()
         stack.stop()
 
-    floor_s = seats / rate_per_second(rate)
+    floor_s = seats / RateLimit.parse(rate).per_second
     wall_s = last_done - t0
     revocations = Counter(stats["revocations_by_seat"].get(sid, 0) for sid in seat_ids)
     admitted = Counter(stats["deletes_by_seat"].get(sid, 0) for sid in seat_ids)

@@ -30,7 +30,6 @@ import time
 from collections import Counter
 from typing import Any
 
-from redis import Redis
 from sqlalchemy import func, select
 
 from bench.common import (
@@ -47,9 +46,10 @@ from bench.common import (
     write_result,
 )
 from config.settings import RateLimit
+from worker.connections import rate_limiter, redis_client
 from worker.intake.batchfile import parse_batch
-from worker.polar.client import token_bucket
-from worker.polar.ratelimit import SharedRateLimiter, spacing
+from worker.polar.auth import token_bucket
+from worker.polar.pacing import spacing
 from worker.sandbox.localstack import LocalStack
 from worker.store.batches import batch_progress
 from worker.store.models import RevocationRequest
@@ -57,10 +57,6 @@ from worker.store.models import RevocationRequest
 NAME = "rate_limit_batch"
 TARGET_RATIO = 1.03
 TARGET_CALLS_PER_ROW = 1.05
-
-
-def rate_per_second(rate: str) -> float:
-    return RateLimit.parse(rate).per_second
 
 
 def run(
@@ -199,9 +195,9 @@ def _spacing(rate: str) -> dict[str, Any]:
 def _limiter_state(stack: LocalStack, rate: str) -> dict[str, Any]:
     """The fleet's share and last 429 episode, read before the keys are cleaned up."""
     settings = stack.settings
-    client = Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)
     try:
-        gate = SharedRateLimiter(client, settings.redis_key("ratelimit"), RateLimit.parse(rate))
+        gate = rate_limiter(settings, client, limit=RateLimit.parse(rate))
         bucket = token_bucket(settings.access_token)
         episode = gate.episode(bucket)
         return {

@@ -24,7 +24,6 @@ import math
 import time
 from typing import Any
 
-from redis import Redis
 from sqlalchemy import func, select
 
 from bench.common import (
@@ -39,6 +38,7 @@ from bench.common import (
     write_result,
 )
 from config.settings import RateLimit
+from worker.connections import redis_client
 from worker.intake.batchfile import parse_batch
 from worker.jobs.nodes import BEAT_SECONDS, TTL_SECONDS
 from worker.sandbox.localstack import LocalStack
@@ -49,7 +49,7 @@ NAME = "recovery"
 
 
 def held_by(stack: LocalStack, node_name: str) -> set[str]:
-    redis = Redis.from_url(stack.settings.redis_url, decode_responses=True)
+    redis = redis_client(stack.settings.redis_url, decode_responses=True)
     prefix = stack.settings.redis_key("nodes", "holds")
     ids: set[str] = set()
     for key in redis.scan_iter(match=f"{prefix}:{node_name}-*"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -70,12 +71,45 @@ def redacted_url(url: str) -> str:
     return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", url)
 
 
-_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute)\s*$", re.I)
+# Seconds per unit of a rate (``N/unit``, ``N/k units``, ``N per unit``). Polar's limits are
+# per minute (per second in tests); the sandbox also takes hours and days.
+RATE_UNITS = {
+    "s": 1.0, "sec": 1.0, "second": 1.0,
+    "m": 60.0, "min": 60.0, "minute": 60.0,
+    "h": 3600.0, "hour": 3600.0,
+    "d": 86400.0, "day": 86400.0,
+}
+WORKER_RATE_UNITS = ("s", "sec", "second", "m", "min", "minute")
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/|per)\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$", re.I)
+
+
+def parse_rate(
+    text: str, *, units: Collection[str] = WORKER_RATE_UNITS,
+    form: str = "'N/second' or 'N/minute'",
+) -> tuple[float, float]:
+    """``(count, period in seconds)`` of a rate such as ``100/minute``, ``2.5/s``,
+    ``500 per minute``, ``5/10s`` or ``3/2 minutes``, in one of ``units``.
+
+    The one parser of rates: ``POLAR_RATE_LIMIT`` (``RateLimit``), the sandbox's own
+    limit and the benchmarks' ``--rate`` all read theirs here. ``form`` names what is
+    expected in the error message."""
+    match = _RATE_RE.match(text)
+    unit = match.group(3).lower() if match else ""
+    if unit not in units and len(unit) > 2 and unit.endswith("s"):
+        unit = unit[:-1]  # plurals of whole names ("minutes"), never "ms"
+    if match is None or unit not in units:
+        raise ValueError(f"rate limit {text!r} is not of the form {form}")
+    count, period = float(match.group(1)), float(match.group(2) or 1) * RATE_UNITS[unit]
+    if period <= 0:
+        raise ValueError(f"rate limit {text!r} is not of the form {form}")
+    if count <= 0:
+        raise ValueError(f"rate limit {text!r} must allow at least one request")
+    return count, period
 
 
 @dataclass(frozen=True)
 class RateLimit:
-    """``count`` requests per ``period`` seconds."""
+    """``count`` requests per ``period`` seconds: ``POLAR_RATE_LIMIT``."""
 
     count: float
     period: float
@@ -87,18 +121,12 @@ class RateLimit:
     @classmethod
     def parse(cls, text: str) -> RateLimit:
         """Parse ``N/second`` or ``N/minute`` (``s``, ``sec``, ``m``, ``min`` also accepted)."""
-        match = _RATE_RE.match(text)
-        if not match:
-            raise ValueError(f"rate limit {text!r} is not of the form 'N/second' or 'N/minute'")
-        count = float(match.group(1))
-        if count <= 0:
-            raise ValueError(f"rate limit {text!r} must allow at least one request")
-        period = 1.0 if match.group(2).lower().startswith("s") else 60.0
+        count, period = parse_rate(text)
         return cls(count=count, period=period)
 
     def __str__(self) -> str:
-        unit = "second" if self.period == 1.0 else "minute"
-        return f"{self.count:g}/{unit}"
+        unit = {1.0: "second", 60.0: "minute"}.get(self.period)
+        return f"{self.count:g}/{unit}" if unit else f"{self.count:g}/{self.period:g}s"
 
 
 class Settings(BaseSettings):

@@ -181,7 +181,7 @@ class CountingPolar:
         self.calls = 0
 
     def list_containers(self, kind: str, **_: Any) -> list[Any]:
-        from worker.polar.client import CustomerRef
+        from worker.polar.seats import CustomerRef
 
         self.calls += 1
         return [CustomerRef(id=f"{kind}-{self.calls}", customer_id="c")]

@@ -8,7 +8,7 @@ from tests.unit.test_occupant import ADA, BILLING, BOB, SEAT_A, SUB, legacy
 from worker.decisions.occupant import IdentityContext
 from worker.intake.dryrun import forecast
 from worker.intake.requests import RevocationInput
-from worker.polar.client import CustomerSeat
+from worker.polar.seats import CustomerSeat
 
 
 @pytest.mark.parametrize(

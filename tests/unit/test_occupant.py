@@ -36,7 +36,7 @@ from worker.decisions.occupant import (
     locate_in,
     revoked_by_this_job,
 )
-from worker.polar.client import CustomerSeat
+from worker.polar.seats import CustomerSeat
 
 SEAT_A = "5a1e0a4c-0000-4000-8000-00000000000a"
 SEAT_B = "5a1e0a4c-0000-4000-8000-00000000000b"

@@ -11,17 +11,16 @@ import pytest
 from pydantic import SecretStr
 
 from worker.decisions.outcomes import Fault
-from worker.polar.client import (
-    CustomerSeat,
-    PolarClient,
+from worker.polar.auth import token_bucket
+from worker.polar.client import PolarClient
+from worker.polar.errors import (
     PolarError,
     PolarHTTPError,
     PolarTransportError,
     ResponseFormatError,
-    SeatsList,
-    build_http_client,
-    token_bucket,
 )
+from worker.polar.seats import CustomerSeat, SeatsList
+from worker.polar.transport import build_http_client
 
 TOKEN = "polar_oat_TopSecretOrgToken123"
 PORTAL = "polar_cst_TopSecretPortalToken456"
@@ -88,8 +87,10 @@ def make_client(
         read_timeout=1.0,
         api_version=api_version,
         transport=httpx.MockTransport(recorder),
+        throttle=throttle,
+        total_timeout=total_timeout,
     )
-    return PolarClient(http, SecretStr(TOKEN), throttle, total_timeout=total_timeout), recorder
+    return PolarClient(http, SecretStr(TOKEN)), recorder
 
 
 def ok_seat(request: httpx.Request) -> httpx.Response:

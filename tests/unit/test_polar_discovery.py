@@ -7,7 +7,8 @@ from __future__ import annotations
 import httpx
 from pydantic import SecretStr
 
-from worker.polar.client import PolarClient, build_http_client
+from worker.polar.client import PolarClient
+from worker.polar.transport import build_http_client
 
 CUSTOMER = "6b2f1b5d-0000-4000-8000-000000000002"
 

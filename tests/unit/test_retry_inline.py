@@ -16,7 +16,7 @@ import pytest
 from worker.decisions.outcomes import Fault, RetryPolicy
 from worker.jobs.outcome import Outcomes
 from worker.jobs.polarstep import PolarStep
-from worker.polar.client import PolarError, PolarHTTPError, PolarTransportError
+from worker.polar.errors import PolarError, PolarHTTPError, PolarTransportError
 from worker.store.models import utcnow
 
 

@@ -23,9 +23,11 @@ from worker.jobs.outcome import Outcomes, RetryLater
 from worker.jobs.polarstep import PolarStep
 from worker.jobs.revocation import SeatRevocation
 from worker.jobs.seatlock import SeatBusy
-from worker.polar.client import CustomerSeat, Mode, PolarError, PolarHTTPError
+from worker.polar.client import Mode
+from worker.polar.errors import PolarError, PolarHTTPError
 from worker.polar.ratelimit import ThrottleWait
 from worker.polar.seatlists import SeatContainer
+from worker.polar.seats import CustomerSeat
 from worker.store.models import RevocationRequest
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

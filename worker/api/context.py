@@ -10,6 +10,7 @@ from redis import Redis
 
 from config.settings import Settings
 from worker.api.settings import ApiSettings
+from worker.connections import redis_client
 from worker.intake.producer import Producer
 from worker.intake.webhooks import WebhookVerifier
 from worker.jobs.fleetpause import FleetPause
@@ -38,9 +39,7 @@ class ApiContext:
     def redis(self) -> Redis:
         with self._lock:
             if self._redis is None:
-                self._redis = Redis.from_url(
-                    self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-                )
+                self._redis = redis_client(self.settings.redis_url, timeout=2, connect_timeout=2)
             return self._redis
 
     @property

@@ -169,9 +169,9 @@ def still_why(record: RevocationRequest) -> str:
 
 def fleet_pause(settings: Settings) -> FleetPause:
     """The queue's pause switch, as the workers build it."""
-    from redis import Redis
+    from worker.connections import redis_client
 
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = redis_client(settings.redis_url, timeout=5, connect_timeout=5)
     return FleetPause(redis, settings.redis_key("pause"),
                       probe_seconds=settings.pause_probe_seconds)
 

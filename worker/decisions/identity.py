@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from worker.polar.client import CustomerSeat, Member
+from worker.polar.seats import CustomerSeat, Member
 
 
 class NamedPerson(Protocol):

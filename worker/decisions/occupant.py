@@ -26,7 +26,7 @@ from worker.decisions.identity import (
     needs_billing_lookup,
     needs_external_lookup,
 )
-from worker.polar.client import CustomerSeat
+from worker.polar.seats import CustomerSeat
 
 
 class SeatIndex:

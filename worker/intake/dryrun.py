@@ -10,12 +10,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 
-from redis import Redis
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from config.settings import Settings
+from worker.connections import polar_client, rate_limiter, redis_client
 from worker.decisions.occupant import (
     IdentityContext,
     Verdict,
@@ -26,8 +26,9 @@ from worker.decisions.occupant import (
 )
 from worker.intake.batchfile import ParsedBatch
 from worker.intake.requests import PersonInput, RevocationInput
-from worker.polar.client import CustomerSeat, PolarClient, PolarError, build_http_client
-from worker.polar.ratelimit import SharedRateLimiter
+from worker.polar.client import PolarClient
+from worker.polar.errors import PolarError
+from worker.polar.seats import CustomerSeat
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,8 @@ def _context(
 
 
 def dry_run(settings: Settings, parsed: ParsedBatch, *, as_json: bool) -> int:
-    redis = Redis.from_url(settings.redis_url)
-    limiter = SharedRateLimiter(redis, settings.redis_key("ratelimit"), settings.rate_limit,
-                                max_hold=60.0)
-    http = build_http_client(settings.api_base_url,
-                             connect_timeout=settings.polar_connect_timeout,
-                             read_timeout=settings.polar_read_timeout,
-                             api_version=settings.polar_api_version)
-    polar = PolarClient(http, settings.access_token, limiter,
-                        total_timeout=settings.polar_total_timeout)
+    redis = redis_client(settings.redis_url)
+    polar = polar_client(settings, throttle=rate_limiter(settings, redis, max_hold=60.0))
     lists: dict[tuple[str, str], list[CustomerSeat] | str] = {}
     forecasts: list[Forecast] = []
     try:

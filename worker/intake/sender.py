@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from config.celery import REVOKE_TASK, celery_config
 from config.settings import PRIORITIES, Priority, Settings, redacted_url
+from worker.connections import redis_client
 from worker.store.binding import bind_store
 from worker.store.models import utcnow
 from worker.store.records import Store
@@ -87,8 +88,7 @@ class Sender:
     @property
     def redis(self) -> Redis:
         if self._redis is None:
-            self._redis = Redis.from_url(self.settings.redis_url, socket_connect_timeout=5,
-                                         socket_timeout=30)
+            self._redis = redis_client(self.settings.redis_url, connect_timeout=5, timeout=30)
         return self._redis
 
     @property

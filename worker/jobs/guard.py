@@ -25,8 +25,9 @@ from worker.decisions.identity import (
 from worker.decisions.occupant import Decision, SeatIndex, Verdict, decide, locate_in
 from worker.decisions.outcomes import State
 from worker.jobs.outcome import Finished
-from worker.polar.client import CustomerSeat, Mode
+from worker.polar.client import Mode
 from worker.polar.seatlists import SeatContainer, container_of, container_of_snapshot
+from worker.polar.seats import CustomerSeat
 from worker.store.models import RevocationRequest
 
 

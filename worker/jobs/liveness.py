@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from redis import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
+from worker.connections import redis_client
 from worker.jobs.nodes import TTL_SECONDS, NodeRegistry
 
 DEFAULT_GRACE = TTL_SECONDS + 5.0  # a node that just started needs one heartbeat
@@ -29,7 +29,7 @@ class NoWorker(Exception):
 
 def live_node_count(settings: Settings) -> int | None:
     """Live worker nodes of the namespace, ``None`` when Redis does not answer."""
-    redis = Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+    redis = redis_client(settings.redis_url, timeout=3, connect_timeout=3)
     try:
         return len(NodeRegistry(redis, settings.redis_key("nodes")).live_nodes())
     except RedisError:

@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeAlias, Unpack
 
 from worker.decisions.outcomes import Action, Fault, RetryPlan, State, failure_hint
-from worker.polar.client import CustomerSeat, PolarError, detail_text
+from worker.polar.errors import PolarError, detail_text
+from worker.polar.seats import CustomerSeat
 from worker.store.models import RevocationRequest, utcnow
 from worker.store.records import RequestChanges
 from worker.telemetry.logs import get_logger

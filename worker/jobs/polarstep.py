@@ -32,7 +32,7 @@ from worker.decisions.outcomes import (
 )
 from worker.jobs.outcome import Outcome, Outcomes, RetryLater, RetryMetrics
 from worker.jobs.runtime import Runtime
-from worker.polar.client import PolarError, PolarHTTPError
+from worker.polar.errors import PolarError, PolarHTTPError
 from worker.polar.ratelimit import ThrottleWait
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import get_logger

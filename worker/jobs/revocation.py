@@ -37,9 +37,11 @@ from worker.jobs.person import nudge_parent, run_person
 from worker.jobs.polarstep import Halted, PolarStep
 from worker.jobs.runtime import Runtime
 from worker.jobs.seatlock import SeatBusy, seat_lock
-from worker.polar.client import CustomerSeat, Mode, ResponseFormatError
+from worker.polar.client import Mode
+from worker.polar.errors import ResponseFormatError
 from worker.polar.ratelimit import urgent_lane
 from worker.polar.seatlists import container_of
+from worker.polar.seats import CustomerSeat
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import bind_task_context, get_logger
 

@@ -15,12 +15,14 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
+from worker.connections import polar_client, rate_limiter, redis_client
 from worker.decisions.outcomes import RetryPolicy
 from worker.intake.portal_tokens import discard_portal_token
 from worker.jobs.fleetpause import FleetPause
-from worker.polar.client import PolarClient, Throttle, build_http_client, token_bucket
-from worker.polar.ratelimit import SharedRateLimiter
+from worker.polar.auth import token_bucket
+from worker.polar.client import PolarClient
 from worker.polar.seatlists import SeatLists
+from worker.polar.transport import Throttle
 from worker.store.binding import StoreMismatch, bind_store
 from worker.store.engine import StoreUnavailable
 from worker.store.records import Store
@@ -50,21 +52,11 @@ class Runtime:
     def build(cls, settings: Settings, *, throttle: Throttle | None = None) -> Runtime:
         token = settings.access_token
         register_secret(token.get_secret_value())
-        redis = Redis.from_url(settings.redis_url)
+        redis = redis_client(settings.redis_url)
         metrics = MetricsRecorder(redis, settings.redis_key("metrics"))
         if throttle is None:
-            throttle = SharedRateLimiter(
-                redis, settings.redis_key("ratelimit"), settings.rate_limit,
-                on_wait=metrics.ratelimit_wait,
-            )
-        http = build_http_client(
-            settings.api_base_url,
-            connect_timeout=settings.polar_connect_timeout,
-            read_timeout=settings.polar_read_timeout,
-            api_version=settings.polar_api_version,
-        )
-        polar = PolarClient(http, token, throttle, observer=metrics,
-                            total_timeout=settings.polar_total_timeout)
+            throttle = rate_limiter(settings, redis, on_wait=metrics.ratelimit_wait)
+        polar = polar_client(settings, throttle=throttle, observer=metrics)
         pause = fleet_pause(settings, redis)
         scope = pause_scope(settings)
         for stale in pause.forget_others(scope):

@@ -25,11 +25,11 @@ from celery.signals import (
     worker_shutdown,
     worker_shutting_down,
 )
-from redis import Redis
 from redis.exceptions import RedisError
 
 from config.celery import REVOKE_TASK, celery_config
 from config.settings import Settings
+from worker.connections import redis_client
 from worker.jobs.nodes import NodeRegistry, run_heartbeat
 from worker.jobs.outcome import RetryLater
 from worker.jobs.revocation import run_revocation
@@ -100,7 +100,7 @@ def start_node_services(settings: Settings, *, scheduler: bool) -> None:
     @worker_ready.connect(weak=False)
     def _start(sender: Any = None, **_: Any) -> None:
         node = node_id(getattr(sender, "hostname", None) or "unknown")
-        registry = NodeRegistry(Redis.from_url(settings.redis_url), settings.redis_key("nodes"))
+        registry = NodeRegistry(redis_client(settings.redis_url), settings.redis_key("nodes"))
         threading.Thread(target=run_heartbeat, args=(registry, node, stop),
                          name="node-heartbeat", daemon=True).start()
         if scheduler:
@@ -150,7 +150,7 @@ def _nodes() -> NodeRegistry:
     global _registry
     if _registry is None:
         settings = Settings()
-        _registry = NodeRegistry(Redis.from_url(settings.redis_url), settings.redis_key("nodes"))
+        _registry = NodeRegistry(redis_client(settings.redis_url), settings.redis_key("nodes"))
     return _registry
 
 

@@ -25,7 +25,8 @@ from pydantic import SecretStr
 from redis import Redis
 
 from worker.decisions.occupant import SeatIndex
-from worker.polar.client import ContainerKind, CustomerSeat, Mode, PolarClient, SeatsList
+from worker.polar.client import Mode, PolarClient
+from worker.polar.seats import ContainerKind, CustomerSeat, SeatsList
 
 CACHE_SECONDS = 30
 PARSED_LISTS = 16  # per process: parsed lists (and their indexes) kept while unchanged

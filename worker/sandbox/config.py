@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 from worker.sandbox.people import MemberRole
@@ -21,11 +21,6 @@ CUSTOMER_SESSION_PREFIX = "polar_cst_"  # customer_session/service.py
 MEMBER_SESSION_PREFIX = "polar_mst_"  # models/member_session.py
 
 ContainerKind = Literal["subscription", "order"]
-
-
-def utcnow() -> datetime:
-    """Current time, timezone-aware UTC."""
-    return datetime.now(UTC)
 
 
 def token_hash(token: str | None) -> str | None:

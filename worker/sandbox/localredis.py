@@ -10,13 +10,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redis import Redis
 from redis.exceptions import RedisError
+
+from worker.connections import redis_client
 
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
     try:
-        client = Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = redis_client(url, connect_timeout=timeout, timeout=timeout)
         try:
             return bool(client.ping())
         finally:

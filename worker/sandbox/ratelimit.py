@@ -16,25 +16,12 @@ The key's user part is `organization:<id>` for organization tokens, `customer:<i
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FixedWindowLimiter", "RateLimit"]
+from config.settings import RATE_UNITS, parse_rate
 
-_UNITS = {
-    "s": 1.0,
-    "sec": 1.0,
-    "second": 1.0,
-    "m": 60.0,
-    "min": 60.0,
-    "minute": 60.0,
-    "h": 3600.0,
-    "hour": 3600.0,
-    "d": 86400.0,
-    "day": 86400.0,
-}
-_RATE_RE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$")
+__all__ = ["FixedWindowLimiter", "RateLimit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +33,11 @@ class RateLimit:
 
     @classmethod
     def parse(cls, text: str) -> RateLimit:
-        """Parse "20/second", "100/minute", "5/10s", "500 per minute"."""
-        match = _RATE_RE.match(text.lower())
-        if not match or match.group(3) not in _UNITS or int(match.group(1)) < 1:
-            raise ValueError(f"invalid rate limit {text!r}, expected e.g. '100/minute'")
-        count = float(match.group(2)) if match.group(2) else 1.0
-        return cls(int(match.group(1)), count * _UNITS[match.group(3)])
+        """Parse "20/second", "100/minute", "5/10s", "500 per minute", "7/hour"."""
+        count, window = parse_rate(text, units=RATE_UNITS, form="'N/<second|minute|hour|day>'")
+        if not count.is_integer():
+            raise ValueError(f"rate limit {text!r} must be a whole number of requests")
+        return cls(int(count), window)
 
     @property
     def retry_after(self) -> int:
@@ -60,7 +46,7 @@ class RateLimit:
 
     def __str__(self) -> str:
         for unit in ("day", "hour", "minute", "second"):
-            if self.window == _UNITS[unit]:
+            if self.window == RATE_UNITS[unit]:
                 return f"{self.limit}/{unit}"
         return f"{self.limit}/{self.window:g}seconds"
 

@@ -32,7 +32,6 @@ from worker.sandbox.config import (
     SandboxConfig,
     Subject,
     token_hash,
-    utcnow,
 )
 from worker.sandbox.errors import SandboxError
 from worker.sandbox.faults import FaultBook, FaultRule
@@ -40,6 +39,7 @@ from worker.sandbox.people import Customer, Directory, Member, MemberRole, new_i
 from worker.sandbox.ratelimit import FixedWindowLimiter, RateLimit
 from worker.sandbox.rows import SeatRows, canonical, maybe_canonical, page_of
 from worker.sandbox.seats import Seat, SeatsList, SeatSpec, SeatStatus, SeatVariant
+from worker.store.models import utcnow
 
 __all__ = [
     "DEFAULT_POLAR_VERSION",

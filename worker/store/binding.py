@@ -16,6 +16,7 @@ from typing import Any
 from redis import Redis
 
 from config.settings import Settings, redacted_url
+from worker.connections import redis_client
 from worker.store.engine import StoreError
 from worker.store.models import utcnow
 from worker.store.records import Store
@@ -81,7 +82,7 @@ def check_binding(store: Store, settings: Settings, *, role: str) -> bool:
     ``StoreMismatch`` when the namespace belongs to another store."""
     from redis.exceptions import RedisError
 
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
+    redis = redis_client(settings.redis_url, connect_timeout=5, timeout=10)
     try:
         bind_store(store, redis, settings, role=role)
         return True

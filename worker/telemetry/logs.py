@@ -104,5 +104,8 @@ def clear_task_context() -> None:
     structlog.contextvars.clear_contextvars()
 
 
-def get_logger(name: str) -> Any:
-    return structlog.stdlib.get_logger(name)
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """The logger for ``name``, typed as the wrapper class ``configure_logging`` sets
+    (structlog returns a lazy proxy with its methods, and types it ``Any``)."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger
