@@ -192,7 +192,7 @@ def test_shared_reads_serve_only_requests_that_may_see_them(redis_url: str) -> N
 
     from redis import Redis
 
-    from worker.polar.seatlists import SeatLists
+    from worker.jobs.seatlists import SeatLists
 
     polar = CountingPolar()
     lists = SeatLists(Redis.from_url(redis_url), f"t-{uuid.uuid4().hex}", polar)  # type: ignore[arg-type]

@@ -9,15 +9,10 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
+from worker.api.metrics import MetricsCollector, _histogram
 from worker.decisions.outcomes import FleetFault
 from worker.jobs.fleetpause import FleetPause
-from worker.telemetry.metrics import (
-    LATENCY_BUCKETS,
-    MetricsCollector,
-    _histogram,
-    _label,
-    queue_keys,
-)
+from worker.telemetry.metrics import LATENCY_BUCKETS, label, queue_keys
 
 
 def test_histogram_buckets_are_cumulative_and_end_with_count() -> None:
@@ -35,8 +30,8 @@ def test_histogram_buckets_are_cumulative_and_end_with_count() -> None:
 
 
 def test_labels_cannot_break_the_field_format() -> None:
-    assert _label("GET|x\ny") == "GET_x y"
-    assert _label("") == "unknown"
+    assert label("GET|x\ny") == "GET_x y"
+    assert label("") == "unknown"
 
 
 def test_queue_keys_follow_kombu_global_prefix_and_priorities() -> None:

@@ -18,6 +18,7 @@ RANK = {
     "version": 0,
     "telemetry": 1,
     "polar": 2,
+    "connections": 3,  # builds Redis and Polar clients (worker/connections.py)
     "decisions": 3,
     "store": 4,
     "intake": 5,

@@ -9,15 +9,14 @@ from worker.decisions.outcomes import (
     SUCCESS_STATES,
     TERMINAL_STATES,
     Action,
-    Fault,
     FleetFault,
     RetryPolicy,
     State,
     backoff,
     classify_fleet_fault,
-    classify_status,
     plan_retry,
 )
+from worker.polar.errors import Fault, classify_status
 
 POLICY = RetryPolicy(
     inline_attempts=4,

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from worker.decisions.outcomes import Fault
 from worker.polar.auth import token_bucket
 from worker.polar.client import PolarClient
 from worker.polar.errors import (
+    Fault,
     PolarError,
     PolarHTTPError,
     PolarTransportError,

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from worker.decisions.outcomes import Fault, RetryPolicy
+from worker.decisions.outcomes import RetryPolicy
 from worker.jobs.outcome import Outcomes
 from worker.jobs.polarstep import PolarStep
-from worker.polar.errors import PolarError, PolarHTTPError, PolarTransportError
+from worker.polar.errors import Fault, PolarError, PolarHTTPError, PolarTransportError
 from worker.store.models import utcnow
 
 

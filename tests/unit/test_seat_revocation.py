@@ -26,8 +26,7 @@ from worker.jobs.seatlock import SeatBusy
 from worker.polar.client import Mode
 from worker.polar.errors import PolarError, PolarHTTPError
 from worker.polar.ratelimit import ThrottleWait
-from worker.polar.seatlists import SeatContainer
-from worker.polar.seats import CustomerSeat
+from worker.polar.seats import CustomerSeat, SeatContainer
 from worker.store.models import RevocationRequest
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -15,6 +15,7 @@ from config.settings import Settings, load_settings
 from worker.api.access import AccessLog, ApiMetrics
 from worker.api.context import ApiContext
 from worker.api.errors import UnhandledErrors, not_sent, validation_failed
+from worker.api.metrics import MetricsCollector
 from worker.api.routers import (
     batches,
     dashboard,
@@ -34,7 +35,7 @@ from worker.intake.webhooks import WebhookVerifier
 from worker.store.queries import oldest_change_by_state
 from worker.store.records import Store
 from worker.telemetry.logs import get_logger
-from worker.telemetry.metrics import MetricsCollector, lane_queue_keys
+from worker.telemetry.metrics import lane_queue_keys
 from worker.version import build_revision, package_version
 
 log = get_logger("seat_revoker.api")

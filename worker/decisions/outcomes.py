@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from worker.polar.errors import Fault
+
 
 class State(StrEnum):
     """Where a revocation request stands. The last seven are terminal outcomes."""
@@ -56,28 +58,6 @@ ATTENTION_STATES = frozenset({State.FAILED, State.NEEDS_REVIEW})
 SUCCESS_STATES = frozenset(
     {State.REVOKED, State.ALREADY_REVOKED, State.OCCUPANT_MISMATCH, State.NO_ACTIVE_SEAT}
 )
-
-
-class Fault(StrEnum):
-    """Kinds of failure of one Polar call."""
-
-    TRANSIENT = "transient"  # timeout, connection error, 5xx: the same request may succeed
-    RATE_LIMITED = "rate_limited"  # 429: wait retry-after, then send it again
-    PERMANENT = "permanent"  # 4xx: the same request will fail again
-
-
-PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 409, 410, 422})
-
-
-def classify_status(status: int) -> Fault | None:
-    """The fault an HTTP status stands for, or ``None`` for success."""
-    if 200 <= status < 300:
-        return None
-    if status == 429:
-        return Fault.RATE_LIMITED
-    if status >= 500 or status == 408:
-        return Fault.TRANSIENT
-    return Fault.PERMANENT
 
 
 class Action(StrEnum):

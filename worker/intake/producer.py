@@ -35,7 +35,7 @@ from worker.intake.portal_tokens import discard_portal_token, stash_portal_token
 from worker.intake.requests import PersonInput, RevocationInput
 from worker.intake.rows import person_row, same_shape, seat_row
 from worker.intake.sender import NotSent, Sender, cause_text
-from worker.polar.seatlists import container_of_snapshot
+from worker.polar.seats import container_of_snapshot
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import get_logger
 

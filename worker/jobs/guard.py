@@ -1,6 +1,6 @@
 """The occupant guard: read who holds a seat, then judge it (``worker.decisions.occupant``).
 
-Reads go through the shared seat lists (``worker.polar.seatlists``), plus the identity
+Reads go through the shared seat lists (``worker.jobs.seatlists``), plus the identity
 lookups the seat bodies cannot answer (a billing customer, the customer behind an external
 id) only when the decision needs them. What a verdict means for the request is a
 ``Finished`` outcome: the guard never dresses a verdict up as an HTTP error.
@@ -26,8 +26,7 @@ from worker.decisions.occupant import Decision, SeatIndex, Verdict, decide, loca
 from worker.decisions.outcomes import State
 from worker.jobs.outcome import Finished
 from worker.polar.client import Mode
-from worker.polar.seatlists import SeatContainer, container_of, container_of_snapshot
-from worker.polar.seats import CustomerSeat
+from worker.polar.seats import CustomerSeat, SeatContainer, container_of, container_of_snapshot
 from worker.store.models import RevocationRequest
 
 
@@ -42,7 +41,7 @@ class GuardStore(Protocol):
 
 
 class SeatListReader(Protocol):
-    """``worker.polar.seatlists.SeatLists``: seat lists and identity reads, shared per batch."""
+    """``worker.jobs.seatlists.SeatLists``: seat lists and identity reads, shared per batch."""
 
     def read(self, container: SeatContainer, *, mode: Mode, portal_token: SecretStr | None,
              share_in: str | None) -> list[CustomerSeat]: ...

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeAlias, Unpack
 
-from worker.decisions.outcomes import Action, Fault, RetryPlan, State, failure_hint
-from worker.polar.errors import PolarError, detail_text
+from worker.decisions.outcomes import Action, RetryPlan, State, failure_hint
+from worker.polar.errors import Fault, PolarError, detail_text
 from worker.polar.seats import CustomerSeat
 from worker.store.models import RevocationRequest, utcnow
 from worker.store.records import RequestChanges

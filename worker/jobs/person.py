@@ -38,9 +38,9 @@ from worker.intake.sender import PUBLISH_ERRORS, NotSent
 from worker.jobs.outcome import Outcome, RetryLater
 from worker.jobs.polarstep import Halted, PolarStep
 from worker.jobs.runtime import Runtime
+from worker.jobs.seatlists import SeatLists
 from worker.jobs.seatlock import Heartbeat, SeatBusy, seat_lock
-from worker.polar.seatlists import SeatContainer, SeatLists
-from worker.polar.seats import ContainerKind
+from worker.polar.seats import ContainerKind, SeatContainer
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import bind_task_context, get_logger
 

@@ -23,7 +23,6 @@ from tenacity import RetryCallState, Retrying, stop_after_delay
 
 from worker.decisions.outcomes import (
     Action,
-    Fault,
     FleetFault,
     RetryPlan,
     RetryPolicy,
@@ -32,7 +31,7 @@ from worker.decisions.outcomes import (
 )
 from worker.jobs.outcome import Outcome, Outcomes, RetryLater, RetryMetrics
 from worker.jobs.runtime import Runtime
-from worker.polar.errors import PolarError, PolarHTTPError
+from worker.polar.errors import Fault, PolarError, PolarHTTPError
 from worker.polar.ratelimit import ThrottleWait
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import get_logger

@@ -40,8 +40,7 @@ from worker.jobs.seatlock import SeatBusy, seat_lock
 from worker.polar.client import Mode
 from worker.polar.errors import ResponseFormatError
 from worker.polar.ratelimit import urgent_lane
-from worker.polar.seatlists import container_of
-from worker.polar.seats import CustomerSeat
+from worker.polar.seats import CustomerSeat, container_of
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import bind_task_context, get_logger
 

@@ -19,9 +19,9 @@ from worker.connections import polar_client, rate_limiter, redis_client
 from worker.decisions.outcomes import RetryPolicy
 from worker.intake.portal_tokens import discard_portal_token
 from worker.jobs.fleetpause import FleetPause
+from worker.jobs.seatlists import SeatLists
 from worker.polar.auth import token_bucket
 from worker.polar.client import PolarClient
-from worker.polar.seatlists import SeatLists
 from worker.polar.transport import Throttle
 from worker.store.binding import StoreMismatch, bind_store
 from worker.store.engine import StoreUnavailable

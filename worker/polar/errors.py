@@ -7,15 +7,37 @@ Exceptions::
     ├── PolarHTTPError        an HTTP answer other than 2xx (status, error, detail, retry_after)
     └── ResponseFormatError   a 2xx body that is not what was expected
 
-Whether to retry follows from ``error.fault`` (see ``outcomes.classify_status``). Messages
+Whether to retry follows from ``error.fault`` (``classify_status`` below; what to do about
+it is ``worker.decisions.outcomes.plan_retry``). Messages
 never contain the access token: it only ever travels in the Authorization header.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
-from worker.decisions.outcomes import Fault, classify_status
+
+class Fault(StrEnum):
+    """Kinds of failure of one Polar call."""
+
+    TRANSIENT = "transient"  # timeout, connection error, 5xx: the same request may succeed
+    RATE_LIMITED = "rate_limited"  # 429: wait retry-after, then send it again
+    PERMANENT = "permanent"  # 4xx: the same request will fail again
+
+
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 409, 410, 422})
+
+
+def classify_status(status: int) -> Fault | None:
+    """The fault an HTTP status stands for, or ``None`` for success."""
+    if 200 <= status < 300:
+        return None
+    if status == 429:
+        return Fault.RATE_LIMITED
+    if status >= 500 or status == 408:
+        return Fault.TRANSIENT
+    return Fault.PERMANENT
 
 
 class PolarError(Exception):

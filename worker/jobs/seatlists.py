@@ -1,4 +1,4 @@
-"""Seat lists and identity reads, read once per batch and shared by every worker.
+"""Seat lists and identity reads, read once per batch and shared by every worker (Redis).
 
 A batch often holds many people of one subscription. Reading its seat list once and
 sharing the result in Redis for a short time keeps Polar calls per row close to one: the
@@ -18,43 +18,17 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import SecretStr
 from redis import Redis
 
 from worker.decisions.occupant import SeatIndex
 from worker.polar.client import Mode, PolarClient
-from worker.polar.seats import ContainerKind, CustomerSeat, SeatsList
+from worker.polar.seats import ContainerKind, CustomerSeat, SeatContainer, SeatsList
 
 CACHE_SECONDS = 30
 PARSED_LISTS = 16  # per process: parsed lists (and their indexes) kept while unchanged
-
-
-@dataclass(frozen=True)
-class SeatContainer:
-    """A subscription or an order: what holds a seat list."""
-
-    kind: ContainerKind
-    id: str
-
-    @property
-    def subscription_id(self) -> str | None:
-        return self.id if self.kind == "subscription" else None
-
-    @property
-    def order_id(self) -> str | None:
-        return self.id if self.kind == "order" else None
-
-    def columns(self) -> dict[str, str]:
-        """As a request's column (``subscription_id`` or ``order_id``)."""
-        return {f"{self.kind}_id": self.id}
-
-    @property
-    def cache_name(self) -> str:
-        """Its name in the shared cache (``subscription_id:…``, as before it had a type)."""
-        return f"{self.kind}_id:{self.id}"
 
 
 class SeatLists:
@@ -244,41 +218,8 @@ class SeatLists:
                                       portal_token=portal_token)
 
 
-class NamesContainer(Protocol):
-    """A request (stored or as submitted) that may name a subscription or an order."""
-
-    @property
-    def subscription_id(self) -> str | None: ...
-
-    @property
-    def order_id(self) -> str | None: ...
-
-
-def container_of(request: NamesContainer) -> SeatContainer | None:
-    """The subscription/order a request names (the subscription when it names both)."""
-    if request.subscription_id:
-        return SeatContainer("subscription", request.subscription_id)
-    if request.order_id:
-        return SeatContainer("order", request.order_id)
-    return None
-
-
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
     cache[key] = value
     cache.move_to_end(key)
     while len(cache) > PARSED_LISTS:
         cache.popitem(last=False)
-
-
-class SnapshotSource(Protocol):
-    def last_snapshot_of_seat(self, seat_id: str) -> dict[str, Any] | None: ...
-
-
-def container_of_snapshot(store: SnapshotSource, seat_id: str) -> SeatContainer | None:
-    """The subscription/order of a seat, from the newest snapshot this system stored."""
-    snapshot = store.last_snapshot_of_seat(seat_id) or {}
-    if snapshot.get("subscription_id"):
-        return SeatContainer("subscription", str(snapshot["subscription_id"]))
-    if snapshot.get("order_id"):
-        return SeatContainer("order", str(snapshot["order_id"]))
-    return None
