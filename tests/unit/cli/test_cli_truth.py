@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from tests.unit.test_cli_ops import Env
-from tests.unit.test_cli_ops import env as env  # the fixture
+from tests.unit.cli.test_cli_ops import Env
+from tests.unit.cli.test_cli_ops import env as env  # the fixture
 from worker.cli.common import EXIT_NO_WORKER, EXIT_NOT_FOUND, EXIT_USAGE
 from worker.jobs.nodes import NodeRegistry
 from worker.version import package_version

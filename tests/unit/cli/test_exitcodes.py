@@ -67,5 +67,5 @@ def test_codes_are_distinct_and_every_one_is_in_the_table() -> None:
 
 
 def test_readme_shows_the_same_table() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
     assert exitcodes.markdown_table() in readme
