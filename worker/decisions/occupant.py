@@ -20,11 +20,8 @@ from worker.decisions.identity import (
     Match,
     Occupant,
     addresses_shown,
-    billing_customer_of,
     holder_customer,
     judge_holder,
-    needs_billing_lookup,
-    needs_external_lookup,
 )
 from worker.polar.seats import CustomerSeat
 
@@ -279,7 +276,6 @@ def find_seat(seats: Iterable[CustomerSeat], seat_id: str) -> CustomerSeat | Non
 
 # ``worker.intake`` (requests, dryrun) still imports the identity rules from here.
 __all__ = [
-    "Decision", "IdentityContext", "Occupant", "SeatIndex", "Verdict", "billing_customer_of",
-    "decide", "find_seat", "locate", "locate_in", "needs_billing_lookup",
-    "needs_external_lookup", "revoked_by_this_job",
+    "Decision", "SeatIndex", "Verdict", "decide", "find_seat", "locate", "locate_in",
+    "revoked_by_this_job",
 ]

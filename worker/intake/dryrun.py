@@ -16,14 +16,13 @@ from rich.text import Text
 
 from config.settings import Settings
 from worker.connections import polar_client, rate_limiter, redis_client
-from worker.decisions.occupant import (
+from worker.decisions.identity import (
     IdentityContext,
-    Verdict,
     billing_customer_of,
-    decide,
     needs_billing_lookup,
     needs_external_lookup,
 )
+from worker.decisions.occupant import Verdict, decide
 from worker.intake.batchfile import ParsedBatch
 from worker.intake.requests import PersonInput, RevocationInput
 from worker.polar.client import PolarClient

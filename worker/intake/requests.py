@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from config.settings import Priority
-from worker.decisions.occupant import Occupant
+from worker.decisions.identity import Occupant
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 UUID_FIELDS = ("seat_id", "subscription_id", "order_id", "member_id", "customer_id")

@@ -23,14 +23,13 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from worker.decisions.occupant import (
+from worker.decisions.identity import (
     IdentityContext,
     Occupant,
-    Verdict,
     billing_customer_of,
-    locate_in,
     needs_external_lookup,
 )
+from worker.decisions.occupant import Verdict, locate_in
 from worker.decisions.outcomes import State
 from worker.decisions.personplan import Finding, PersonPlan, plan_person
 from worker.intake.producer import Producer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.decisions.test_occupant import ADA, BILLING, BOB, SEAT_A, SUB, legacy
-from worker.decisions.occupant import IdentityContext
+from worker.decisions.identity import IdentityContext
 from worker.intake.dryrun import forecast
 from worker.intake.requests import RevocationInput
 from worker.polar.seats import CustomerSeat

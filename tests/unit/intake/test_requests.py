@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from worker.decisions.occupant import Occupant
+from worker.decisions.identity import Occupant
 from worker.intake.requests import RevocationInput
 
 SEAT = "5a1e0a4c-0000-4000-8000-000000000001"
