@@ -116,3 +116,44 @@ def test_bearer_auth_never_shows_its_token() -> None:
     for text in (repr(auth), str(auth), repr(vars(auth)), repr(polar), repr(vars(polar))):
         assert TOKEN not in text
     assert auth.redact({"echo": f"Bearer {TOKEN}"}) == {"echo": "Bearer ***"}
+
+
+def test_an_egress_proxy_from_the_environment_is_used_behind_the_same_wrappers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP(S)_PROXY applies as it would to a plain httpx client (a deployment's egress
+    proxy), and calls through it are still throttled and observed. Also guards the httpx
+    helper that reads the environment (``worker.polar.transport``) across httpx upgrades."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_DELETE(self) -> None:
+            seen.append(self.path)  # a proxy is sent the absolute URL
+            body = json.dumps(SEAT).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        observed, gate = Observed(), Gate()
+        http = build_http_client("http://polar.invalid", connect_timeout=2, read_timeout=2,
+                                 observer=observed, throttle=gate)
+        PolarClient(http, SecretStr(TOKEN)).revoke_seat("s1")
+    finally:
+        server.shutdown()
+    assert seen == ["http://polar.invalid/v1/customer-seats/s1"]
+    assert observed.calls == [("DELETE", 200)]
+    assert [step for step, _ in gate.log] == ["acquire"]
