@@ -28,6 +28,7 @@ from worker.polar.transport import parse_retry_after
 
 Mode = Literal["organization", "customer_portal"]
 ModelT = TypeVar("ModelT", bound=BaseModel)
+PageT = TypeVar("PageT", ContainerPage, MemberPage)
 
 # server/polar/config.py API_PAGINATION_MAX_LIMIT: the most items Polar gives per page.
 PAGE_LIMIT = 100
@@ -131,37 +132,32 @@ class PolarClient:
             filters["customer_id"] = customer_id
         if external_customer_id is not None:
             filters["external_customer_id"] = external_customer_id
-        found: list[CustomerRef] = []
-        page = 1
-        while True:
-            body = self._send("GET", path, {**filters, "page": page, "limit": PAGE_LIMIT},
-                              self._auth)
-            parsed = _parse(ContainerPage, body)
-            found.extend(parsed.items)
-            if page >= parsed.pagination.max_page or not parsed.items:
-                return found
-            if page >= MAX_PAGES:
-                raise ResponseFormatError(
-                    f"{path}: more than {MAX_PAGES} pages of {PAGE_LIMIT}; narrow the scope")
-            page += 1
+        pages = self._pages(path, filters, ContainerPage,
+                            too_many=f"of {PAGE_LIMIT}; narrow the scope")
+        return [ref for page in pages for ref in page.items]
 
     def list_members(self, customer_id: str) -> list[Member]:
         """Every member of a customer: ``GET /v1/members/?customer_id=…&page=&limit=``
         (polarsource/polar ``server/polar/member/endpoints.py`` ``list_members``), with
         each member's ``external_id`` — what a seat body may not show."""
-        found: list[Member] = []
-        page = 1
+        pages = self._pages("/v1/members/", {"customer_id": customer_id}, MemberPage)
+        return [member for page in pages for member in page.items]
+
+    def _pages(self, path: str, filters: dict[str, Any], model: type[PageT], *,
+               too_many: str = "") -> list[PageT]:
+        """Every page of one of Polar's ``ListResource`` listings, until
+        ``pagination.max_page`` (or an empty page); more than ``MAX_PAGES`` is an error."""
+        pages: list[PageT] = []
         while True:
-            body = self._send("GET", "/v1/members/", {"customer_id": customer_id,
-                                                      "page": page, "limit": PAGE_LIMIT},
+            number = len(pages) + 1
+            body = self._send("GET", path, {**filters, "page": number, "limit": PAGE_LIMIT},
                               self._auth)
-            parsed = _parse(MemberPage, body)
-            found.extend(parsed.items)
-            if page >= parsed.pagination.max_page or not parsed.items:
-                return found
-            if page >= MAX_PAGES:
-                raise ResponseFormatError(f"/v1/members/: more than {MAX_PAGES} pages")
-            page += 1
+            pages.append(_parse(model, body))
+            if number >= pages[-1].pagination.max_page or not pages[-1].items:
+                return pages
+            if number >= MAX_PAGES:
+                raise ResponseFormatError(
+                    f"{path}: more than {MAX_PAGES} pages{' ' + too_many if too_many else ''}")
 
     def close(self) -> None:
         self._http.close()

@@ -5,9 +5,11 @@ them, and a 404 customer is ``False``, not an error."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from worker.polar.client import PolarClient
+from worker.polar.errors import ResponseFormatError
 from worker.polar.transport import build_http_client
 
 CUSTOMER = "6b2f1b5d-0000-4000-8000-000000000002"
@@ -68,3 +70,17 @@ def test_members_are_read_with_their_external_ids() -> None:
 
     (member,) = client(httpx.MockTransport(answer)).list_members(CUSTOMER)
     assert member.external_id == "E1"
+
+
+def test_a_listing_that_never_ends_is_an_error_not_an_endless_loop() -> None:
+    asked: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(int(request.url.params["page"]))
+        return httpx.Response(200, json={"items": [
+            {"id": f"m{asked[-1]}", "customer_id": CUSTOMER, "email": "a@acme.com"}],
+            "pagination": {"total_count": 10**6, "max_page": 10**4}})
+
+    with pytest.raises(ResponseFormatError, match=r"/v1/members/: more than 200 pages"):
+        client(httpx.MockTransport(answer)).list_members(CUSTOMER)
+    assert asked == list(range(1, 201))
