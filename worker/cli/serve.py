@@ -126,6 +126,7 @@ def sandbox(host: str, port: int, rate_limit: str | None, tokens: tuple[str, ...
 @click.option("--concurrency", type=click.IntRange(1, 16), default=2, show_default=True)
 def demo(people: int, concurrency: int) -> None:
     """Offboard sample people end to end against the local sandbox."""
+    from worker.cli.display import styled_state
     from worker.sandbox.demo import run_demo
 
-    sys.exit(run_demo(people=people, concurrency=concurrency))
+    sys.exit(run_demo(people=people, concurrency=concurrency, show_state=styled_state))

@@ -13,15 +13,14 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.cli.display import styled_state
 from worker.decisions.outcomes import State
 from worker.intake.producer import RevocationInput
 from worker.sandbox.localstack import LocalStack
@@ -133,7 +132,9 @@ def build_cases(stack: LocalStack, people: int) -> list[Case]:
     return cases
 
 
-def run_demo(people: int = 40, concurrency: int = 2) -> int:
+def run_demo(people: int = 40, concurrency: int = 2, *,
+             show_state: Callable[[str], RenderableType] = str) -> int:
+    """``show_state`` renders an outcome in the table (the CLI passes its colours)."""
     console = Console(width=None if sys.stdout.isatty() else 120)
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     started = time.monotonic()
@@ -156,7 +157,8 @@ def run_demo(people: int = 40, concurrency: int = 2) -> int:
         ids = [r.record.id for r in results]
         wait_with_progress(stack, ids, console)
         records = [stack.store.get(i) for i in ids]
-        return report(console, cases, records, stack, time.monotonic() - started)
+        return report(console, cases, records, stack, time.monotonic() - started,
+                      show_state)
     finally:
         with console.status("stopping everything the demo started…"):
             stack.stop()
@@ -184,7 +186,7 @@ def wait_with_progress(stack: LocalStack, ids: list[str], console: Console,
 
 
 def report(console: Console, cases: list[Case], records: Sequence[object], stack: LocalStack,
-           elapsed: float) -> int:
+           elapsed: float, show_state: Callable[[str], RenderableType] = str) -> int:
     table = Table(title="Offboarding outcomes")
     for column in ("person", "seat", "outcome", "expected", "verified", "attempts", "note"):
         table.add_column(column)
@@ -193,7 +195,7 @@ def report(console: Console, cases: list[Case], records: Sequence[object], stack
         state = getattr(record, "state", "missing")
         ok = state == case.expected
         wrong += not ok
-        table.add_row(case.person, (case.request.seat_id or "")[:8], styled_state(state),
+        table.add_row(case.person, (case.request.seat_id or "")[:8], show_state(state),
                       case.expected.value + ("" if ok else "  [bold red]✗[/]"),
                       _verified(record), str(getattr(record, "attempts", "")), case.note)
     console.print(table)
