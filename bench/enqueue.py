@@ -51,10 +51,10 @@ class TimedStore(Store):
 class TimedProducer(Producer):
     send_s = 0.0
 
-    def send(self, request_ids: Sequence[str]) -> None:
+    def send(self, request_ids: Sequence[str]) -> list[str]:
         started = time.perf_counter()
         try:
-            super().send(request_ids)
+            return super().send(request_ids)
         finally:
             self.send_s += time.perf_counter() - started
 

@@ -80,6 +80,7 @@ def run(*, people: int = 200, stay: int = 20, subscriptions: int = 2, rate: str 
             last_finished = session.execute(
                 select(func.max(RevocationRequest.finished_at))
                 .where(RevocationRequest.batch_id == result.batch_id)).scalar_one()
+        assert last_finished is not None, "wait_terminal returned: every row has finished"
         wall_s = as_utc(last_finished).timestamp() - t0
         stats = stack.control.stats()
         log = stack.control.log()
