@@ -337,13 +337,14 @@ class Store(RecordReader):
         with self.session() as session:
             for start in range(0, len(request_ids), 500):
                 chunk = list(request_ids[start : start + 500])
-                claimed.update(session.execute(
+                rows = session.execute(
                     update(RevocationRequest)
                     .where(RevocationRequest.id.in_(chunk),
                            RevocationRequest.sent_at.is_(None))
                     .values(sent_at=now)
                     .returning(RevocationRequest.id, RevocationRequest.priority)
-                ).tuples().all())
+                )
+                claimed.update((request_id, priority) for request_id, priority in rows)
         return [(i, claimed[i]) for i in dict.fromkeys(request_ids) if i in claimed], now
 
     def release_claim(self, request_ids: Sequence[str], stamp: datetime) -> None:
