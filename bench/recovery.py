@@ -48,6 +48,12 @@ from worker.store.models import RevocationRequest
 NAME = "recovery"
 
 
+def finished_before(stack: LocalStack, request_id: str, moment: float) -> bool:
+    record = stack.store.get(request_id)
+    return (record is not None and record.finished_at is not None
+            and as_utc(record.finished_at).timestamp() < moment)
+
+
 def held_by(stack: LocalStack, node_name: str) -> set[str]:
     redis = redis_client(stack.settings.redis_url, decode_responses=True)
     prefix = stack.settings.redis_key("nodes", "holds")
@@ -90,9 +96,13 @@ def run(*, seats: int = 1000, rate: str = "40/second", faults: float = 0.25,
             if time.monotonic() > deadline:
                 raise TimeoutError("the batch never reached the kill point")
             time.sleep(0.05)
-        held = held_by(stack, victim.name)
         killed = time.time()
         victim.kill()
+        # Read after the kill: a dead node cannot release what it held, and a request it
+        # had just finished may still be listed (the release follows the stored outcome),
+        # so only what was not terminal at the kill counts as held.
+        held = {request_id for request_id in held_by(stack, victim.name)
+                if not finished_before(stack, request_id, killed)}
         while not (progress := batch_progress(stack.store, batch.batch_id)) or not progress.done:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the batch did not finish within {args.timeout} s")
