@@ -17,8 +17,10 @@ import pytest
 from redis import Redis
 from sqlalchemy import update
 
-from worker.intake.requests import RevocationInput
+from worker.intake.requests import PersonInput, RevocationInput
+from worker.jobs.person import nudge_parent
 from worker.jobs.reconciler import Reconciler
+from worker.jobs.runtime import Runtime
 from worker.sandbox.localstack import LocalStack
 from worker.store.batches import batch_progress
 from worker.store.models import RevocationRequest, utcnow
@@ -156,3 +158,25 @@ def test_a_namespaces_first_pass_does_not_resend_what_waits_in_the_queue(
     assert lane_lengths(lanes) == (0, 3)
     for request_id in batch.request_ids:
         assert [e.state for e in lanes.store.history(request_id)] == ["queued"]
+
+
+@pytest.mark.parametrize("priority", ["bulk", "urgent"])
+def test_a_person_request_is_nudged_in_its_own_lane(lanes: LocalStack, priority: str) -> None:
+    """When a person's last seat request ends, its person request runs again at once, in
+    its own lane: nudged into the urgent lane, the people of a bulk batch each ran the
+    moment their last seat ended and shared no verification read (bench.person_offboarding:
+    2.4 Polar calls per seat instead of 1.5)."""
+    customer_id = str(uuid.uuid4())
+    person = PersonInput(email="leaver@acme.test", customer_id=customer_id,
+                         priority=priority)  # type: ignore[arg-type]
+    parent_id = lanes.producer.submit_batch([person], name="people").request_ids[0]
+    redis = Redis.from_url(lanes.settings.redis_url)
+    redis.delete(f"{lanes.namespace}:{lanes.settings.urgent_queue_name}",
+                 f"{lanes.namespace}:{lanes.settings.queue_name}")
+    redis.close()
+    runtime = Runtime.build(lanes.settings)
+    try:
+        nudge_parent(runtime, parent_id)  # it has no seat request still running
+    finally:
+        runtime.close()
+    assert lane_lengths(lanes) == ((0, 1) if priority == "bulk" else (1, 0))

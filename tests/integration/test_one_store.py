@@ -191,7 +191,7 @@ def test_a_request_recorded_late_is_not_dropped(stack: LocalStack) -> None:
     seat_id = stack.control.create_seats([{"status": "claimed",
                                            "email": "late@acme.test"}])[0]["id"]
     request_id = str(uuid.uuid4())
-    stack.producer.publish([request_id])  # the message first ...
+    stack.producer.publish([request_id], priority="urgent")  # the message first ...
     time.sleep(1.5)
     row = {"id": request_id, "idempotency_key": f"late:{request_id}", "seat_id": seat_id,
            "state": "queued", "guarded": False, "sent_at": None}
@@ -205,7 +205,7 @@ def test_an_unknown_request_is_retried_then_reported_and_counted(stack: LocalSta
     stack.add_worker(concurrency=1)
     redis = Redis.from_url(stack.settings.redis_url)
     request_id = str(uuid.uuid4())
-    stack.producer.publish([request_id])
+    stack.producer.publish([request_id], priority="urgent")
     deadline = time.monotonic() + 40
     while not any(e.get("event") == "request.unknown" for e in worker_events(stack)):
         assert time.monotonic() < deadline, "no request.unknown error logged"

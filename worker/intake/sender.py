@@ -162,7 +162,7 @@ class Sender:
         except (RedisError, OSError):
             return set()
 
-    def publish(self, request_ids: Sequence[str], *, priority: Priority = "urgent") -> None:
+    def publish(self, request_ids: Sequence[str], *, priority: Priority) -> None:
         """Publish one message per id to ``priority``'s lane as it is, without claiming it
         in the store (``send`` claims first). For a message whose record may not exist yet
         or any more."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from config.settings import Priority
 from worker.decisions.identity import (
     IdentityContext,
     Occupant,
@@ -292,8 +293,14 @@ def nudge_parent(rt: Runtime, parent_id: str) -> None:
     harmless: the person lock and the terminal check make extra runs no-ops."""
     if any(not State(child.state).is_terminal for child in rt.store.children_of(parent_id)):
         return
+    parent = rt.store.get(parent_id)
+    if parent is None or State(parent.state).is_terminal:
+        return
+    # In the parent's own lane: nudged into the urgent lane, each person of a bulk batch
+    # ran the moment its last seat ended, and no two shared a verification read.
+    lane: Priority = "bulk" if parent.priority == "bulk" else "urgent"
     try:
-        _producer(rt).publish([parent_id])
+        _producer(rt).publish([parent_id], priority=lane)
     except PUBLISH_ERRORS as exc:  # its own retry still comes
         log.warning("person.nudge_failed", parent_id=parent_id, error=type(exc).__name__)
 
