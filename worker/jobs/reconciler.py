@@ -26,7 +26,6 @@ is serialised by its seat lock. One scheduler pass runs at a time across all pro
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import uuid
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from worker.intake.producer import Producer
 from worker.intake.sender import NotSent, broker_task_ids
 from worker.jobs.heartbeats import record_pass
 from worker.jobs.nodes import NodeRegistry
+from worker.jobs.seatlock import SeatBusy, kept_lock
 from worker.store.engine import StoreError
 from worker.store.models import utcnow
 from worker.telemetry.logs import get_logger
@@ -59,6 +59,9 @@ MISSING_GRACE_SECONDS = 5.0
 # A queued request never sent (``sent_at`` null) this long after it was recorded is sent by
 # the scheduler: its producer's publish failed (or the producer died in between).
 UNSENT_GRACE_SECONDS = 3.0
+# The pass lock is kept alive while a pass runs; one left behind (its holder died, or Redis
+# restarted from its append-only file mid-pass) stops other passes for this long at most.
+PASS_LOCK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -113,24 +116,24 @@ class Reconciler:
 
     def run_once(self) -> PassResult | None:
         """One pass, unless another process is running one right now."""
-        lock = self.redis.lock(self.settings.redis_key("scheduler", "pass"), timeout=300,
-                               blocking=False)
-        if not lock.acquire():
-            return None
         try:
-            self.producer.verify_store()
-            # Redis coming back empty needs nothing of its own: its queued messages are
-            # missing from the broker and unheld, so ``requeue_lost`` re-sends them on the
-            # next pass (one pass of confirmation keeps a message that is between the broker
-            # and its worker's bookkeeping from being sent twice).
-            emptied = self._redis_was_emptied()
-            released = self.release_due()
-            unsent = self.send_unsent()
-            lost = self.requeue_lost()
-            return PassResult(released, lost + self.requeue_stale(), emptied, lost, unsent)
-        finally:
-            with contextlib.suppress(RedisError):
-                lock.release()
+            with kept_lock(self.redis, self.settings.redis_key("scheduler", "pass"),
+                           ttl=PASS_LOCK_SECONDS, wait=0, name="scheduler.pass"):
+                return self._pass()
+        except SeatBusy:
+            return None
+
+    def _pass(self) -> PassResult:
+        self.producer.verify_store()
+        # Redis coming back empty needs nothing of its own: its queued messages are
+        # missing from the broker and unheld, so ``requeue_lost`` re-sends them on the
+        # next pass (one pass of confirmation keeps a message that is between the broker
+        # and its worker's bookkeeping from being sent twice).
+        emptied = self._redis_was_emptied()
+        released = self.release_due()
+        unsent = self.send_unsent()
+        lost = self.requeue_lost()
+        return PassResult(released, lost + self.requeue_stale(), emptied, lost, unsent)
 
     def _redis_was_emptied(self) -> bool:
         """True once after Redis lost its data (or on the very first pass)."""

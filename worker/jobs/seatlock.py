@@ -1,4 +1,5 @@
-"""Per-seat mutual exclusion in Redis, kept alive while its holder works.
+"""Per-seat mutual exclusion in Redis, kept alive while its holder works (and the same kept
+lock for the scheduler's one pass at a time across the fleet).
 
 The lock has a short TTL and a heartbeat thread extends it, so a worker that is SIGKILLed
 mid-job frees the seat within one TTL and the redelivered task can proceed. The same
@@ -57,10 +58,23 @@ class Heartbeat:
 
 @contextmanager
 def seat_lock(redis: Redis, key: str, ttl: float, wait: float = 1.0) -> Iterator[Heartbeat]:
+    """The lock of one seat (or person) for the block; ``SeatBusy`` when another holds it."""
+    with kept_lock(redis, key, ttl=ttl, wait=wait, name="seat") as heartbeat:
+        yield heartbeat
+
+
+@contextmanager
+def kept_lock(redis: Redis, key: str, *, ttl: float, wait: float,
+              name: str) -> Iterator[Heartbeat]:
+    """A Redis lock held for the block and extended every ``ttl / 3`` seconds by a
+    heartbeat thread, so a holder that dies — or a Redis that restarts from its append-only
+    file with the lock in it — frees it within ``ttl``. ``wait`` 0: one try. Raises
+    ``SeatBusy`` when another holder has it."""
     # thread_local=False: the token must be visible to the heartbeat thread, which extends
     # the lock (redis-py's default keeps it in a threading.local of the acquiring thread,
     # so extend() there raised and the lock lapsed under a live worker).
-    lock = redis.lock(key, timeout=ttl, blocking_timeout=wait, thread_local=False)
+    lock = redis.lock(key, timeout=ttl, blocking=wait > 0, blocking_timeout=wait or None,
+                      thread_local=False)
     if not lock.acquire():
         raise SeatBusy(key)
 
@@ -68,11 +82,11 @@ def seat_lock(redis: Redis, key: str, ttl: float, wait: float = 1.0) -> Iterator
         try:
             lock.extend(ttl, replace_ttl=True)
         except (LockError, RedisError):
-            log.warning("seat.lock.lost")
+            log.warning(f"{name}.lock.lost")
             raise
 
     heartbeat = Heartbeat(ttl / 3)
-    heartbeat.also("seat_lock", extend)
+    heartbeat.also(f"{name}_lock", extend)
     heartbeat.start()
     try:
         yield heartbeat
@@ -81,4 +95,4 @@ def seat_lock(redis: Redis, key: str, ttl: float, wait: float = 1.0) -> Iterator
         try:
             lock.release()
         except LockError:
-            log.warning("seat.lock.expired")
+            log.warning(f"{name}.lock.expired")
