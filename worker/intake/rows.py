@@ -12,6 +12,26 @@ from worker.intake.requests import PersonInput, RevocationInput
 from worker.store.models import utcnow
 
 
+def _lifecycle(request: RevocationInput | PersonInput, batch: dict[str, Any] | None,
+               queued_lease: timedelta, default_priority: Priority) -> dict[str, Any]:
+    """The columns every request starts with: identity, state (scheduled or queued, with
+    its lease), who asked and why, its batch and lane; not yet sent."""
+    now = utcnow()
+    scheduled = request.effective_at is not None and request.effective_at > now
+    return {
+        "id": str(uuid.uuid4()),
+        "idempotency_key": request.idempotency_key(),
+        "state": (State.SCHEDULED if scheduled else State.QUEUED).value,
+        "effective_at": request.effective_at,
+        "lease_expires_at": None if scheduled else now + queued_lease,
+        "requested_by": request.requested_by,
+        "reason": request.reason,
+        "batch_id": batch["id"] if batch else None,
+        "priority": request.priority or default_priority,
+        "sent_at": None,
+    }
+
+
 def seat_row(
     request: RevocationInput,
     token_ref: str | None,
@@ -19,11 +39,8 @@ def seat_row(
     queued_lease: timedelta,
     default_priority: Priority,
 ) -> dict[str, Any]:
-    now = utcnow()
-    scheduled = request.effective_at is not None and request.effective_at > now
     return {
-        "id": str(uuid.uuid4()),
-        "idempotency_key": request.idempotency_key(),
+        **_lifecycle(request, batch, queued_lease, default_priority),
         "seat_id": request.seat_id,
         "mode": request.mode,
         "subscription_id": request.subscription_id,
@@ -32,15 +49,7 @@ def seat_row(
         "occupant_member_id": request.member_id,
         "occupant_customer_id": request.customer_id,
         "occupant_external_id": request.external_id,
-        "state": (State.SCHEDULED if scheduled else State.QUEUED).value,
-        "effective_at": request.effective_at,
-        "lease_expires_at": None if scheduled else now + queued_lease,
-        "requested_by": request.requested_by,
-        "reason": request.reason,
-        "batch_id": batch["id"] if batch else None,
-        "priority": request.priority or default_priority,
         "portal_token_ref": token_ref if request.mode == "customer_portal" else None,
-        "sent_at": None,
     }
 
 
@@ -62,11 +71,8 @@ def person_row(
     default_priority: Priority,
 ) -> dict[str, Any]:
     """A person request: no seat, no subscription/order; the worker finds them."""
-    now = utcnow()
-    scheduled = request.effective_at is not None and request.effective_at > now
     return {
-        "id": str(uuid.uuid4()),
-        "idempotency_key": request.idempotency_key(),
+        **_lifecycle(request, batch, queued_lease, default_priority),
         "kind": "person",
         "seat_id": None,
         "mode": "organization",
@@ -79,13 +85,5 @@ def person_row(
         "scope_customer_id": request.customer_id,
         "scope_external_customer_id": request.customer_external_id,
         "scope_all_customers": request.all_customers,
-        "priority": request.priority or default_priority,
-        "state": (State.SCHEDULED if scheduled else State.QUEUED).value,
-        "effective_at": request.effective_at,
-        "lease_expires_at": None if scheduled else now + queued_lease,
-        "requested_by": request.requested_by,
-        "reason": request.reason,
-        "batch_id": batch["id"] if batch else None,
         "portal_token_ref": None,
-        "sent_at": None,
     }
