@@ -189,6 +189,28 @@ class Settings(BaseSettings):
     # loudly as ``request.unknown`` and counted in ``seat_revoker_unknown_requests_total``.
     unknown_request_seconds: float = Field(120.0, ge=0)
 
+    # The circuit breaker (``worker.decisions.breaker``): before any DELETE, a revocation
+    # must fit in the rolling window's limits of its Polar customer and of the whole
+    # organization, else it is held (state ``held``) and the scope's breaker opens.
+    breaker_enabled: bool = True
+    breaker_window_seconds: float = Field(3600.0, gt=0)
+    # A customer may always lose this many seats per window, or this share of its active
+    # seats, whichever is larger.
+    breaker_customer_max: int = Field(5, ge=0)
+    breaker_customer_share: float = Field(0.2, ge=0, le=1)
+    breaker_org_max: int = Field(200, ge=0)
+    # Four eyes on planned bulk work: a batch of more rows than this waits for a second
+    # identity's approval (0: no approval needed).
+    approval_min_rows: int = Field(50, ge=0)
+    # Undo: a revoked seat can be re-assigned (``seat-revoker restore``) for this long.
+    restore_window_days: float = Field(30.0, gt=0)
+    # False: Polar assigns the restored seat ``pending`` and e-mails the person an
+    # invitation to claim it; true: ``claimed`` at once (Polar's ``immediate_claim``).
+    restore_immediate_claim: bool = False
+    # The guard shares a seat list read between requests only while it is this young, and
+    # never across a DELETE this fleet made in that subscription/order.
+    guard_max_age_seconds: float = Field(1.5, ge=0)
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

@@ -33,7 +33,7 @@ def test_migrations_build_exactly_the_schema_the_models_describe(database_url: s
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     assert diff == []
-    assert version == "0007"
+    assert version == "0008"
     assert {"revocation_requests", "batches", "batch_items", "request_events",
             "webhook_deliveries", "store_identity"} <= set(inspect(engine).get_table_names())
 

@@ -14,9 +14,15 @@ from worker.polar.errors import Fault
 
 
 class State(StrEnum):
-    """Where a revocation request stands. The last seven are terminal outcomes."""
+    """Where a revocation request stands (``TERMINAL_STATES`` lists the outcomes)."""
 
     SCHEDULED = "scheduled"  # waits for its effective_at
+    # Held at the circuit breaker before its DELETE (the limit of ``held_scope`` was hit):
+    # nothing was sent to Polar; it goes on when an operator releases it, ends
+    # ``cancelled`` when one rejects it.
+    HELD = "held"
+    # A row of a batch that waits for a second identity to approve the batch.
+    AWAITING_APPROVAL = "awaiting_approval"
     QUEUED = "queued"  # recorded and sent to the broker
     RUNNING = "running"  # a worker holds it
     RETRYING = "retrying"  # a transient fault; a later attempt is planned
@@ -29,6 +35,11 @@ class State(StrEnum):
     # not resolvable): nothing was deleted; an operator checks the input and retries.
     NEEDS_REVIEW = "needs_review"
     CANCELLED = "cancelled"  # cancelled by an operator before it ran
+    RESTORED = "restored"  # kind=restore: Polar assigned the seat back (``assigned_seat_id``)
+    # The seat changed hands between the guard's read and the DELETE (Polar's answer shows
+    # another holder's seat row): the DELETE hit a bystander, whose seat is restored by a
+    # restore request of its own. The person named no longer held it.
+    CHANGED_HANDS = "changed_hands"
 
     @property
     def is_terminal(self) -> bool:
@@ -49,14 +60,19 @@ TERMINAL_STATES = frozenset(
         State.FAILED,
         State.NEEDS_REVIEW,
         State.CANCELLED,
+        State.RESTORED,
+        State.CHANGED_HANDS,
     }
 )
+# Recorded but waiting for a person (or a date) before anything is sent to Polar.
+WAITING_STATES = frozenset({State.SCHEDULED, State.HELD, State.AWAITING_APPROVAL})
 IN_FLIGHT_STATES = frozenset({State.QUEUED, State.RUNNING, State.RETRYING})
 # Outcomes an operator must act on: listed by `failed`, retryable with `retry`.
 ATTENTION_STATES = frozenset({State.FAILED, State.NEEDS_REVIEW})
 # Outcomes the CLI treats as a job done (exit status 0).
 SUCCESS_STATES = frozenset(
-    {State.REVOKED, State.ALREADY_REVOKED, State.OCCUPANT_MISMATCH, State.NO_ACTIVE_SEAT}
+    {State.REVOKED, State.ALREADY_REVOKED, State.OCCUPANT_MISMATCH, State.NO_ACTIVE_SEAT,
+     State.RESTORED, State.CHANGED_HANDS}
 )
 
 

@@ -128,6 +128,14 @@ class RevocationRequest(Base):
     scope_all_customers: Mapped[bool] = mapped_column(Boolean, default=False,
                                                       server_default=false())
     discovered: Mapped[dict[str, Any] | None]
+    # The breaker scope (``customer:<id>`` or ``org``) that held this request before its
+    # DELETE (state ``held``); kept after a release or rejection as the record of it.
+    held_scope: Mapped[str | None] = mapped_column(String(200), index=True)
+    # ``kind=restore``: the request whose revoked seat this one re-assigns, and the seat id
+    # Polar assigned (it can differ from the revoked one: Polar reuses revoked seat rows).
+    restores_id: Mapped[str | None] = mapped_column(
+        ForeignKey("revocation_requests.id", name="fk_requests_restores"), index=True)
+    assigned_seat_id: Mapped[str | None] = mapped_column(String(36))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -148,6 +156,11 @@ class Batch(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     requested_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Four eyes on bulk work: ``awaiting`` until a different identity approves (``approved``)
+    # or rejects (``rejected``) it; None when the batch needed no approval.
+    approval: Mapped[str | None] = mapped_column(String(20))
+    approved_by: Mapped[str | None] = mapped_column(String(200))
+    approved_at: Mapped[datetime | None]
 
 
 class BatchItem(Base):

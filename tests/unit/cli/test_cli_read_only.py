@@ -79,7 +79,7 @@ def test_a_schema_behind_says_a_worker_or_the_api_upgrades_it(database: Path) ->
         connection.execute("UPDATE alembic_version SET version_num = '0006'")
     done = run("batches")
     assert done.exit_code == 2, done.output
-    assert "schema revision 0006, older than this version's 0007" in done.output
+    assert "schema revision 0006, older than this version's 0008" in done.output
     assert "seat-revoker worker" in done.output and done.output.count("\n") == 1
 
 
