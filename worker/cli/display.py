@@ -26,6 +26,10 @@ STATE_STYLE = {
     State.FAILED: "bold red",
     State.NEEDS_REVIEW: "bold yellow",
     State.CANCELLED: "dim",
+    State.HELD: "bold magenta",  # waits for an operator at the circuit breaker
+    State.AWAITING_APPROVAL: "magenta",
+    State.RESTORED: "green",
+    State.CHANGED_HANDS: "bold yellow",
 }
 
 console = Console()

@@ -19,7 +19,7 @@ class Exit(IntEnum):
     USAGE = 2  # bad arguments or configuration, an ambiguous id prefix
     TIMEOUT = 3  # --wait gave up before every request had its outcome
     NO_WORKER = 4  # --wait: no live worker node is consuming the queue
-    PAUSED = 5  # `status` without an id: the queue is paused
+    PAUSED = 5  # `status` without an id: the queue is paused or a circuit breaker is open
     NOT_FOUND = 6  # no request or batch with that id, prefix or key
 
 
@@ -33,7 +33,8 @@ EXIT_TABLE: tuple[tuple[int, str, str], ...] = (
     (Exit.USAGE, "usage", "bad arguments or configuration; an ambiguous id prefix"),
     (Exit.TIMEOUT, "timeout", "`--wait` gave up (`--timeout`) before every outcome was in"),
     (Exit.NO_WORKER, "no worker", "`--wait`: no live worker node consumes the queue"),
-    (Exit.PAUSED, "paused", "`status` without an id: the queue is paused"),
+    (Exit.PAUSED, "paused", "`status` without an id: the queue is paused or a circuit "
+     "breaker is open"),
     (Exit.NOT_FOUND, "not found", "no request or batch with that id, id prefix or key"),
 )
 

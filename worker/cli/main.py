@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from config.settings import ConfigError
-from worker.cli import observe, operate, serve, submit
+from worker.cli import brake, observe, operate, serve, submit
 from worker.cli.common import EXIT_FAILED, fail
 from worker.telemetry.logs import configure_logging
 from worker.version import package_version
@@ -51,7 +51,8 @@ class _Main(click.Group):
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Exit status (every command): 0 ok, 1 a request failed / needs review / "
              "was cancelled (or the action was not done), 2 usage or configuration, "
-             "3 --wait timed out, 4 no worker consuming the queue, 5 queue paused, "
+             "3 --wait timed out, 4 no worker consuming the queue, 5 queue paused or breaker "
+             "open, "
              "6 no such request or batch. See README.md.")
 @click.version_option(package_version(), "--version", "-V", prog_name="seat-revoker",
                       message="%(prog)s %(version)s")
@@ -68,6 +69,7 @@ for command in (
     observe.status, observe.requests, observe.batches, observe.scheduled, observe.failed,
     observe.report,
     operate.retry, operate.cancel, operate.resume, operate.scim_tenant,
+    brake.held, brake.release, brake.reject,
     serve.worker, serve.scheduler, serve.api, serve.sandbox, serve.demo,
 ):
     main.add_command(command)

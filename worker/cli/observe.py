@@ -39,10 +39,12 @@ from worker.store.records import Store
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def status(request_id: str | None, as_json: bool) -> None:
     """Show one request (by id, id prefix or idempotency key) or a batch's progress;
-    without an ID, the queue's health: each pause in force, or "no pause".
+    without an ID, the queue's health: each pause in force, or "no pause", and each open
+    circuit breaker.
 
     Exit status: 0; 1 for a request that is failed, needs_review or cancelled, or a batch
-    with such a row; 5 (no ID) while the queue is paused; 6 for an unknown id.
+    with such a row; 5 (no ID) while the queue is paused or a breaker is open; 6 for an
+    unknown id.
     """
     from worker.cli import exitcodes
     from worker.store.batches import batch_progress
@@ -73,12 +75,20 @@ def queue_health(settings: Settings, as_json: bool) -> int:
     """Print each pause in force (or "no pause") and what needs attention; the exit code."""
     from dataclasses import asdict
 
+    from worker.cli.brake import breaker_lines, read_open_breakers
     from worker.cli.display import print_pauses
 
     pauses = read_pauses(settings)
+    open_breakers = read_open_breakers(settings)
     counts: dict[str, int] | None
+    held: dict[str, int] | None = None
     try:
-        counts = Store.open_read_only(settings.database_url).count_by_state()
+        store = Store.open_read_only(settings.database_url)
+        counts = store.count_by_state()
+        if open_breakers:
+            held = {}
+            for record in store.held():
+                held[str(record.held_scope)] = held.get(str(record.held_scope), 0) + 1
     except Exception:  # the pause is what this answers; counts are a courtesy
         counts = None
     attention = None if counts is None else {s.value: counts.get(s.value, 0)
@@ -88,13 +98,18 @@ def queue_health(settings: Settings, as_json: bool) -> int:
             "paused": bool(pauses),
             "pauses": [{**asdict(p), "message": p.message} for p in pauses],
             "needs_attention": attention,
+            "breaker": {"enabled": settings.breaker_enabled,
+                        "open": [{**asdict(b), "held": (held or {}).get(b.scope, 0)}
+                                 for b in open_breakers]},
         })
     else:
         print_pauses(pauses)
+        for line in breaker_lines(settings, open_breakers, held):
+            click.echo(line)
         if attention and any(attention.values()):
             listed = ", ".join(f"{n} {state}" for state, n in attention.items() if n)
             click.echo(f"needing attention: {listed} (seat-revoker failed)")
-    return EXIT_PAUSED if pauses else EXIT_OK
+    return EXIT_PAUSED if pauses or open_breakers else EXIT_OK
 
 
 STATE_CHOICES = sorted([s.value for s in State] + ["in_flight", "terminal", "success",

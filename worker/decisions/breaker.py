@@ -53,6 +53,7 @@ class Check:
     scope: str | None = None  # the scope whose limit it hit (HOLD)
     limit: int | None = None
     used: int | None = None
+    tripped: bool = False  # this check opened the scope's breaker (it was closed)
 
     def describe(self) -> str:
         if self.verdict is Verdict.GO:
@@ -62,19 +63,24 @@ class Check:
         return f"{what} reached its limit of {self.limit} seats per window ({self.used} revoked)"
 
 
-def judge(*, customer_used: int, org_used: int, customer_limit: int, org_limit: int,
-          customer_scope_name: str, customer_open: bool = False,
-          org_open: bool = False) -> Check:
+def judge(*, customer_used: int, org_used: int, customer_limit: int | None, org_limit: int,
+          customer_scope_name: str = ORG_SCOPE, customer_open: bool = False,
+          org_open: bool = False, forced: bool = False) -> Check:
     """Whether one more revocation fits: each scope's count *after* it must stay within its
-    limit, and an open breaker holds everything of its scope until an operator acts."""
+    limit, and an open breaker holds everything of its scope until an operator acts.
+    ``customer_limit`` None: the seat's customer is unknown (an unguarded seat id), only
+    the organization's limit applies. ``forced``: released by an operator (or in an
+    approved batch): it goes, and counts."""
+    if forced:
+        return Check(Verdict.GO)
     if org_open:
         return Check(Verdict.HOLD, ORG_SCOPE, org_limit, org_used)
-    if customer_open:
+    if customer_limit is not None and customer_open:
         return Check(Verdict.HOLD, customer_scope_name, customer_limit, customer_used)
-    if customer_used + 1 > customer_limit:
-        return Check(Verdict.HOLD, customer_scope_name, customer_limit, customer_used)
+    if customer_limit is not None and customer_used + 1 > customer_limit:
+        return Check(Verdict.HOLD, customer_scope_name, customer_limit, customer_used, True)
     if org_used + 1 > org_limit:
-        return Check(Verdict.HOLD, ORG_SCOPE, org_limit, org_used)
+        return Check(Verdict.HOLD, ORG_SCOPE, org_limit, org_used, True)
     return Check(Verdict.GO)
 
 

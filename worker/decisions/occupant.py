@@ -124,6 +124,10 @@ class Decision:
     # For a finished verdict: the list shows the person holds no active seat there
     # (None when nobody is named, so there is nobody to check for).
     verified: bool | None = None
+    # The Polar customer the seat list belongs to (its billing customer, when known) and
+    # its seats not revoked: what the circuit breaker counts against.
+    billing_customer_id: str | None = None
+    active_seats: int | None = None
 
 
 def decide(

@@ -130,12 +130,14 @@ class Guard:
         seats = self.seat_lists.read(container, mode=access.mode,
                                      portal_token=access.portal_token, share_in=share_in)
         context = self._context(record, container, seats, wanted)
-        return decide(
+        decision = decide(
             seats, seat_id, wanted, context,
             first_delete_at=first_delete_at, skew=self.skew,
             reassigned_after_ours=self._revoked_here_before(record, wanted),
             index=self.seat_lists.index_of(seats, context.billing_customer_id),
         )
+        return replace(decision, billing_customer_id=context.billing_customer_id,
+                       active_seats=sum(seat.status != "revoked" for seat in seats))
 
     def _context(
         self, record: RevocationRequest, container: SeatContainer,

@@ -50,6 +50,8 @@ PERSON = "person"
 # Between looks at the children while they run; the last child to end also sends the
 # person request at once (``nudge_parent``), so this is the safety net.
 WAIT_SECONDS = 3.0
+# Between looks while every unfinished seat is held at the breaker.
+HELD_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,18 @@ def _step(
     if State(current.state).is_terminal:
         return current
     children = rt.store.children_of(current.id)
-    if any(not State(child.state).is_terminal for child in children):
+    unfinished = [child for child in children if not State(child.state).is_terminal]
+    if unfinished:
+        held = sum(child.state == State.HELD for child in unfinished)
+        if held == len(unfinished):
+            # Nothing moves until an operator releases or rejects them; the last child to
+            # end nudges this request, so looking is only the safety net.
+            why = f"{held} of its seats held at the breaker: waiting for an operator"
+            if current.outcome_detail != why:
+                rt.store.update(current.id, outcome_detail=why,
+                                event_detail={"children_held": held})
+            rt.store.update(current.id, lease_expires_at=outcomes.retry_lease(HELD_WAIT))
+            return RetryLater(HELD_WAIT + random.random(), why)
         rt.store.update(current.id, lease_expires_at=outcomes.retry_lease(WAIT_SECONDS))
         return RetryLater(WAIT_SECONDS + random.random() * 0.5,
                           "waiting for the seats' requests")

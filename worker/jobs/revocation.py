@@ -7,6 +7,8 @@
        │ claim: state=running, attempts+1
        │ guard: read the seat list when the job names the person (or when this system
        │        revoked the seat before) and judge the occupant (guard.judge)
+       │ breaker: reserve the revocation's place in its customer's and the organization's
+       │        window, or hold it (state ``held``, no DELETE) (brakes)
        │ DELETE, with short in-process retries (polarstep)
        ▼
     outcome stored (outcome); a wait comes back as ``RetryLater`` for a Celery retry
@@ -27,10 +29,13 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 from redis import Redis
 
+from worker.decisions.breaker import Check
+from worker.decisions.breaker import Verdict as BreakerVerdict
 from worker.decisions.identity import occupant_dict
-from worker.decisions.occupant import Verdict, revoked_by_this_job
+from worker.decisions.occupant import Decision, Verdict, revoked_by_this_job
 from worker.decisions.outcomes import State
 from worker.intake.portal_tokens import load_portal_token
+from worker.jobs.brakes import Brakes, Held, RedisBrakes
 from worker.jobs.guard import Access, Guard, GuardStore, SeatListReader, finished
 from worker.jobs.outcome import Finished, Outcome, OutcomeStore, Refused, RetryLater
 from worker.jobs.person import nudge_parent, run_person
@@ -108,9 +113,10 @@ class SeatRevocation:
     def __init__(
         self, *, store: RequestStore, polar: SeatDeleter, seat_lists: SeatListReader,
         locks: SeatLocks, step: PolarStep, portal_tokens: Callable[[str], SecretStr | None],
-        skew: timedelta, clock: Callable[[], datetime] = utcnow,
+        skew: timedelta, brakes: Brakes, clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
+        self.brakes = brakes
         self.polar = polar
         self.locks = locks
         self.step = step
@@ -132,6 +138,7 @@ class SeatRevocation:
             portal_tokens=lambda ref: load_portal_token(
                 rt.redis, settings.redis_key("portal-token"), ref),
             skew=timedelta(seconds=settings.clock_skew_seconds),
+            brakes=RedisBrakes.of(rt),
         )
 
     def run(self, record: RevocationRequest) -> Outcome:
@@ -189,10 +196,27 @@ class SeatRevocation:
                                  event_detail={"resolved": decision.seat.id})
 
     def _attempt(self, record: RevocationRequest, access: Access) -> Outcome:
-        done = self.step.run(record, self._revoke(record, access))
+        try:
+            done = self.step.run(record, self._revoke(record, access))
+        except Held as held:
+            return self._hold(record, held.check)
         if isinstance(done, Halted):
             return done.outcome
         return self.outcomes.finished(record, done)
+
+    def _hold(self, record: RevocationRequest, check: Check) -> RevocationRequest:
+        """Held at the breaker: no DELETE, not failed, waiting for an operator."""
+        why = f"held at the breaker: {check.describe()}"
+        if check.tripped:
+            log.error("breaker.tripped", scope=check.scope, limit=check.limit, used=check.used,
+                      hint="revocations of this scope are held until an operator runs "
+                           "`seat-revoker release` or `seat-revoker reject`")
+        log.warning("seat.revoke.held", scope=check.scope, limit=check.limit)
+        return self.store.update(
+            record.id, state=State.HELD, held_scope=check.scope, outcome_detail=why,
+            lease_expires_at=None,
+            event_detail={"held": {"scope": check.scope, "limit": check.limit,
+                                   "used": check.used}})
 
     def _revoke(self, record: RevocationRequest, access: Access) -> Callable[[], Finished]:
         """One try of guard + DELETE (``PolarStep`` may call it again)."""
@@ -208,6 +232,7 @@ class SeatRevocation:
             nonlocal first_delete_at, share_in, seat_id
             verified: bool | None = None
             seen: dict[str, Any] | None = None
+            decision: Decision | None = None
             if container is not None:
                 decision = self.guard.judge(record, container, seat_id, access,
                                             first_delete_at=first_delete_at,
@@ -220,7 +245,10 @@ class SeatRevocation:
                     seat_id = self._switch_seat(record, seat_id, decision.seat.id)
                 seen = occupant_dict(decision.seat)
                 verified = decision.verified
-            if first_delete_at is None:
+            if first_delete_at is None:  # one that sent its DELETE has its place already
+                check = self.brakes.admit(record, container, decision)
+                if check.verdict is not BreakerVerdict.GO:
+                    raise Held(check)
                 first_delete_at = self.clock()
                 self.store.update(record.id, first_delete_at=first_delete_at)
             revoked = self.polar.revoke_seat(seat_id, mode=access.mode,

@@ -140,6 +140,7 @@ def run_demo(people: int = 40, concurrency: int = 2, *,
     started = time.monotonic()
     stack = LocalStack(
         workdir=DEMO_DIR,
+        breaker_limits={},  # the product's defaults: the demo shows what an operator gets
         settings_overrides={"polar_read_timeout": 2.0, "retry_inline_max_wait": 2.0},
     )
     try:

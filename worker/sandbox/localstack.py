@@ -28,6 +28,9 @@ from worker.sandbox.procs import WorkerProcess, settings_env
 from worker.store.models import RevocationRequest
 from worker.store.records import Store
 
+LOAD_BREAKER_LIMITS: dict[str, Any] = {"breaker_customer_max": 1_000_000,
+                                       "breaker_org_max": 1_000_000}
+
 
 @dataclass
 class LocalStack:
@@ -37,6 +40,9 @@ class LocalStack:
     rate_limit: str = "1000/second"  # the workers' POLAR_RATE_LIMIT
     sandbox_rate_limit: str | None = None
     settings_overrides: dict[str, Any] = field(default_factory=dict)
+    # The circuit breaker stays on (every DELETE reserves its place), with limits no load
+    # test reaches; tests of the breaker, and the demo, pass the product's limits (``{}``).
+    breaker_limits: dict[str, Any] = field(default_factory=lambda: dict(LOAD_BREAKER_LIMITS))
     namespace: str = field(default_factory=lambda: f"sr-{uuid.uuid4().hex[:10]}")
     sandbox: SandboxProcess | None = None
     private_redis: PrivateRedis | None = None
@@ -71,6 +77,7 @@ class LocalStack:
             "redis_url": self.redis_url,
             "database_url": self.database_url,
             "namespace": self.namespace,
+            **self.breaker_limits,
             **self.settings_overrides,
         }
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.decisions.outcomes import IN_FLIGHT_STATES, State
 from worker.store.engine import DB_ERRORS, StoreUnavailable, describe_db_error, display_url
-from worker.store.models import RequestEvent, RevocationRequest
+from worker.store.models import Batch, RequestEvent, RevocationRequest
 
 
 class RecordReader:
@@ -51,6 +51,20 @@ class RecordReader:
     def get(self, request_id: str) -> RevocationRequest | None:
         with self.session() as session:
             return session.get(RevocationRequest, request_id)
+
+    def batch_approval(self, batch_id: str) -> str | None:
+        """``awaiting``, ``approved``, ``rejected``, or None (the batch needed no approval)."""
+        with self.session() as session:
+            return session.scalar(select(Batch.approval).where(Batch.id == batch_id))
+
+    def held(self, scope: str | None = None) -> list[RevocationRequest]:
+        """Requests held at the breaker (of one scope), oldest first."""
+        with self.session() as session:
+            query = select(RevocationRequest).where(
+                RevocationRequest.state == State.HELD.value)
+            if scope is not None:
+                query = query.where(RevocationRequest.held_scope == scope)
+            return list(session.scalars(query.order_by(RevocationRequest.updated_at)))
 
     def get_by_key(self, key: str) -> RevocationRequest | None:
         with self.session() as session:

@@ -62,6 +62,7 @@ class RequestChanges(TypedDict, total=False):
     end_state_verified: bool | None
     verified_at: datetime | None
     discovered: dict[str, Any] | None  # a person request's discovery rounds
+    held_scope: str | None  # the breaker scope that held it (kept after a release)
 
 
 class Store(RecordReader):

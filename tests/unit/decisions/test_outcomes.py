@@ -361,6 +361,13 @@ def test_inline_retry_needs_the_delay_within_inline_max_wait() -> None:
         pytest.param(State.CANCELLED, True, False, id="cancelled is terminal but not a success"),
         pytest.param(State.NEEDS_REVIEW, True, False,
                      id="needs review is terminal but never a success"),
+        pytest.param(State.HELD, False, False,
+                     id="held at the breaker waits for an operator: not an outcome"),
+        pytest.param(State.AWAITING_APPROVAL, False, False,
+                     id="awaiting approval waits for a second identity: not an outcome"),
+        pytest.param(State.RESTORED, True, True, id="restored is a terminal success"),
+        pytest.param(State.CHANGED_HANDS, True, True,
+                     id="changed hands: the person named no longer held the seat"),
     ],
 )
 def test_state_sets(state: State, terminal: bool, success: bool) -> None:
@@ -370,7 +377,7 @@ def test_state_sets(state: State, terminal: bool, success: bool) -> None:
 
 def test_every_success_state_is_terminal() -> None:
     assert SUCCESS_STATES <= TERMINAL_STATES
-    assert len(TERMINAL_STATES) == 7
+    assert len(TERMINAL_STATES) == 9
     assert {State.FAILED, State.NEEDS_REVIEW} == ATTENTION_STATES
     assert not ATTENTION_STATES & SUCCESS_STATES
 

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from worker.decisions.occupant import SeatIndex
+from worker.decisions.breaker import Check
+from worker.decisions.breaker import Verdict as BreakerVerdict
+from worker.decisions.occupant import Decision, SeatIndex
 from worker.decisions.outcomes import FleetFault, RetryPolicy
 from worker.jobs.outcome import Outcomes, RetryLater
 from worker.jobs.polarstep import PolarStep
@@ -155,6 +157,23 @@ class NoMetrics:
 
 
 @dataclass
+class FakeBrakes:
+    """Lets ``room`` revocations go, then holds (the scope of the seat list's customer)."""
+
+    room: int = 1_000
+    admitted: list[tuple[str, str | None, int | None]] = field(default_factory=list)
+
+    def admit(self, record: RevocationRequest, container: SeatContainer | None,
+              decision: Decision | None) -> Check:
+        customer = decision.billing_customer_id if decision else None
+        self.admitted.append((record.id, customer, decision.active_seats if decision else None))
+        if len(self.admitted) > self.room:
+            return Check(BreakerVerdict.HOLD, f"customer:{customer}", self.room, self.room,
+                         tripped=len(self.admitted) == self.room + 1)
+        return Check(BreakerVerdict.GO)
+
+
+@dataclass
 class World:
     store: FakeStore
     polar: FakePolar
@@ -163,6 +182,7 @@ class World:
     locks: FakeLocks
     sleeps: list[float]
     service: SeatRevocation
+    brakes: FakeBrakes
 
 
 def seat(email: str, seat_id: str | None = None) -> CustomerSeat:
@@ -181,7 +201,7 @@ def request(**fields: Any) -> RevocationRequest:
 
 
 def world(record: RevocationRequest, seats: list[CustomerSeat], *,
-          tokens: dict[str, str] | None = None) -> World:
+          tokens: dict[str, str] | None = None, room: int = 1_000) -> World:
     store = FakeStore(record)
     polar = FakePolar({s.id: s for s in seats})
     lists = FakeSeatLists(polar)
@@ -192,10 +212,11 @@ def world(record: RevocationRequest, seats: list[CustomerSeat], *,
     step = PolarStep(outcomes, policy=RetryPolicy(inline_max_wait=10.0), metrics=NoMetrics(),
                      pause=pause, pause_scope="token:v1", clock=clock, sleep=sleeps.append)
     known = {ref: SecretStr(value) for ref, value in (tokens or {}).items()}
+    brakes = FakeBrakes(room)
     service = SeatRevocation(store=store, polar=polar, seat_lists=lists, locks=locks,
                              step=step, portal_tokens=known.get, skew=timedelta(seconds=5),
-                             clock=clock)
-    return World(store, polar, lists, pause, locks, sleeps, service)
+                             brakes=brakes, clock=clock)
+    return World(store, polar, lists, pause, locks, sleeps, service, brakes)
 
 
 def test_a_seat_held_by_the_person_named_is_revoked_once_and_verified() -> None:
@@ -329,3 +350,28 @@ def test_a_finished_request_is_not_run_again() -> None:
     w = world(record, [held])
     assert w.service.run(record) is record
     assert w.polar.deletes == [] and w.lists.reads == 0
+
+
+def test_a_revocation_over_the_breakers_limit_is_held_with_no_delete() -> None:
+    held = seat("leaver@acme.test")
+    record = request(seat_id=held.id, occupant_email="leaver@acme.test")
+    w = world(record, [held, seat("stays@acme.test")], room=0)
+    done = w.service.run(record)
+    assert not isinstance(done, RetryLater)
+    assert done.state == "held"
+    assert done.held_scope is not None and done.held_scope.startswith("customer:")
+    assert "held at the breaker" in (done.outcome_detail or "")
+    assert w.polar.deletes == []
+    assert done.first_delete_at is None
+    # The breaker saw the seat list's active seats (two: the leaver's and a colleague's).
+    assert w.brakes.admitted[0][2] == 2
+
+
+def test_the_breaker_is_asked_once_before_the_first_delete_only() -> None:
+    held = seat("leaver@acme.test")
+    record = request(seat_id=held.id, occupant_email="leaver@acme.test")
+    w = world(record, [held])
+    w.polar.errors = [PolarHTTPError(503, None, "unavailable")]
+    w.service.run(record)
+    assert len(w.polar.deletes) == 2  # retried inline after the 503
+    assert len(w.brakes.admitted) == 1
