@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,12 +41,28 @@ def brake_stack(stack_database: str | None, redis_url: str,
         yield local
 
 
+API_KEY = "breaker-ops-key-" + "7" * 24
+
+
 @pytest.fixture
 def client(brake_stack: LocalStack) -> Iterator[TestClient]:
     app = create_app(brake_stack.settings, producer=brake_stack.producer,
-                     api_settings=ApiSettings(_env_file=None))  # type: ignore[call-arg]
+                     api_settings=ApiSettings(  # type: ignore[call-arg]
+                         _env_file=None, api_keys=f"ops-bob:{API_KEY}"))
     with TestClient(app) as test_client:
         yield test_client
+
+
+def signed_in(client: TestClient) -> TestClient:
+    login = client.post("/dashboard/login", data={"api_key": API_KEY}, follow_redirects=False)
+    assert login.status_code == 303
+    return client
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found
+    return found.group(1)
 
 
 def cli(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -136,8 +153,22 @@ def test_thirty_of_forty_deactivated_revokes_the_limit_holds_the_rest_and_releas
     assert len(listed) == 22 and {h["scope"] for h in listed} == {scope}
     assert all("held at the breaker" in h["detail"] for h in listed)
     # A person whose seat is held stays in flight, and says so.
+    time.sleep(1.0)
     held_parent = stack.store.get(listed[0]["parent_id"])
     assert held_parent is not None and held_parent.state in ("retrying", "running", "queued")
+    assert "held at the breaker" in (held_parent.outcome_detail or "")
+
+    metrics = client.get("/metrics").text
+    assert f'seat_revoker_breaker_open{{scope="{scope}"}} 1.0' in metrics
+    assert "seat_revoker_held_requests 22.0" in metrics
+    rest = client.get("/v1/breaker", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert [b["scope"] for b in rest["open"]] == [scope] and rest["open"][0]["held"] == 22
+    assert rest["open"][0]["limit"] == 8
+    page = signed_in(client).get("/dashboard").text
+    assert 'id="breaker-open"' in page and scope in page
+    detail = client.get("/dashboard/breaker", params={"scope": scope}).text
+    assert detail.count('data-state="held"') == 22
+    assert world["emails"][29] in detail or any(e in detail for e in world["emails"][:30])
 
     released = cli(stack, "release", scope)
     assert released.returncode == 0, released.stderr
@@ -163,18 +194,25 @@ def test_reject_cancels_the_held_requests_and_leaves_their_seats(
     parents = deactivate(client, token, world["emails"][:30])
     settle(stack, parents, revoked=8, held=22)
 
-    rejected = cli(stack, "reject", scope)
-    assert rejected.returncode == 0, rejected.stderr
-    assert "rejected 22" in rejected.stdout
+    # Rejected from the dashboard's button: the signed-in key's name is who rejected.
+    page = signed_in(client).get("/dashboard/breaker").text
+    answer = client.post("/dashboard/breaker/reject", data={"target": scope,
+                                                            "csrf": csrf_of(page)},
+                         follow_redirects=False)
+    assert answer.status_code == 303 and "22" in answer.headers["location"]
     children = [c for p in parents for c in stack.store.children_of(p)]
     cancelled = [c for c in children if c.state == "cancelled"]
     assert len(cancelled) == 22
-    assert all("rejected at the breaker by cli" in (c.outcome_detail or "") for c in cancelled)
+    assert all("rejected at the breaker by dashboard:ops-bob" in (c.outcome_detail or "")
+               for c in cancelled)
     time.sleep(2.0)
     assert len(revoked_in_sandbox(stack, seats)) == 8, "no held seat was revoked"
     assert all(stack.control.seat(str(c.seat_id))["status"] != "revoked" for c in cancelled)
-    assert "breaker closed" in cli(stack, "status").stdout or \
-        scope not in cli(stack, "status").stdout
+    assert scope not in cli(stack, "status").stdout, "the rejected scope's breaker closed"
+    finals = stack.wait_terminal(parents, timeout=90)
+    assert Counter(p.state for p in finals) == {"revoked": 8, "cancelled": 22}
+    assert all("rejected at the breaker" in (p.outcome_detail or "")
+               for p in finals if p.state == "cancelled")
 
 
 def test_a_single_termination_in_a_quiet_customer_is_never_held(

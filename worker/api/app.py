@@ -18,7 +18,9 @@ from worker.api.errors import UnhandledErrors, not_sent, validation_failed
 from worker.api.metrics import MetricsCollector
 from worker.api.routers import (
     batches,
+    breaker,
     dashboard,
+    dashboard_breaker,
     dashboard_views,
     events,
     ops,
@@ -116,6 +118,7 @@ def create_app(
                 store, [State.QUEUED, State.RUNNING, State.RETRYING]),
             nodes_prefix=settings.redis_key("nodes"),
             scheduler_key=settings.redis_key("scheduler", "heartbeat"),
+            breaker=context.breaker,
         )
     )
     build = Gauge("seat_revoker_build_info", "Version and build of the API serving "
@@ -123,7 +126,7 @@ def create_app(
                   registry=registry)
     build.labels(package_version(), build_revision(), platform.python_version()).set(1)
     app.state.metrics_registry = registry
-    for module in (events, revocations, people, batches, ops, dashboard, dashboard_views,
-                   scim):
+    for module in (events, revocations, people, batches, breaker, ops, dashboard,
+                   dashboard_views, dashboard_breaker, scim):
         app.include_router(module.router)
     return app

@@ -13,6 +13,8 @@ from worker.api.settings import ApiSettings
 from worker.connections import redis_client
 from worker.intake.producer import Producer
 from worker.intake.webhooks import WebhookVerifier
+from worker.jobs.breaker import Breaker
+from worker.jobs.breakerdesk import BreakerDesk
 from worker.jobs.fleetpause import FleetPause
 from worker.store.records import Store
 
@@ -50,6 +52,15 @@ class ApiContext:
             self.settings.redis_key("pause"),
             probe_seconds=self.settings.pause_probe_seconds,
         )
+
+    @property
+    def breaker(self) -> Breaker:
+        return Breaker.from_settings(self.settings, self.redis)
+
+    @property
+    def desk(self) -> BreakerDesk:
+        """Release and reject at the breaker (the same desk as the CLI's)."""
+        return BreakerDesk(self.producer, self.breaker)
 
     def close(self) -> None:
         if self._redis is not None:

@@ -31,7 +31,9 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
+from worker.decisions.breaker import ORG_SCOPE
 from worker.decisions.outcomes import FleetFault, State
+from worker.jobs.breaker import Breaker
 from worker.jobs.fleetpause import FleetPause
 from worker.jobs.heartbeats import last_pass
 from worker.jobs.nodes import NodeRegistry
@@ -61,8 +63,10 @@ class MetricsCollector(Collector):
         oldest_by_state: Callable[[], dict[str, datetime]] | None = None,
         nodes_prefix: str | None = None,
         scheduler_key: str | None = None,
+        breaker: Breaker | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.breaker = breaker
         self.redis = redis
         self.prefix = key_prefix
         self.count_by_state = count_by_state
@@ -112,7 +116,12 @@ class MetricsCollector(Collector):
         for state in State:
             gauge.add_metric([state.value], counts.get(state.value, 0))
             alias.add_metric([state.value], counts.get(state.value, 0))
-        out: list[Metric] = [gauge, alias]
+        held = GaugeMetricFamily(
+            "seat_revoker_held_requests",
+            "Revocations held at the circuit breaker, waiting for an operator's release or "
+            "rejection (no DELETE was sent)")
+        held.add_metric([], counts.get(State.HELD.value, 0))
+        out: list[Metric] = [gauge, alias, held]
         if self.oldest_by_state is not None:
             out.append(self._oldest())
         return out
@@ -182,6 +191,8 @@ class MetricsCollector(Collector):
             out.append(unacked)
         if self.pauses is not None:
             out.append(self._paused())
+        if self.breaker is not None:
+            out.append(self._breakers())
         out.append(self._unknown_requests())
         if self.nodes is not None:
             out += self._workers()
@@ -225,6 +236,19 @@ class MetricsCollector(Collector):
         )
         unknown.add_metric([], float(count or 0))
         return unknown
+
+    def _breakers(self) -> GaugeMetricFamily:
+        assert self.breaker is not None
+        gauge = GaugeMetricFamily(
+            "seat_revoker_breaker_open",
+            "1 per circuit breaker scope that is open (org, customer:<id>): its revocations "
+            "are held until an operator releases or rejects them; org is always present",
+            labels=["scope"])
+        scopes = {info.scope for info in self.breaker.open_breakers()}
+        gauge.add_metric([ORG_SCOPE], 1 if ORG_SCOPE in scopes else 0)
+        for scope in sorted(scopes - {ORG_SCOPE}):
+            gauge.add_metric([label(scope)], 1)
+        return gauge
 
     def _paused(self) -> GaugeMetricFamily:
         assert self.pauses is not None

@@ -27,15 +27,10 @@ if TYPE_CHECKING:
 def breaker_for(settings: Settings) -> Breaker:
     """The breaker as the workers build it (its Redis keys and limits)."""
     from worker.connections import redis_client
-    from worker.decisions.breaker import Limits
     from worker.jobs.breaker import Breaker
 
-    redis = redis_client(settings.redis_url, timeout=5, connect_timeout=5)
-    return Breaker(redis, settings.redis_key("breaker"),
-                   Limits(settings.breaker_customer_max, settings.breaker_customer_share,
-                          settings.breaker_org_max),
-                   window_seconds=settings.breaker_window_seconds,
-                   enabled=settings.breaker_enabled)
+    return Breaker.from_settings(
+        settings, redis_client(settings.redis_url, timeout=5, connect_timeout=5))
 
 
 def read_open_breakers(settings: Settings) -> list[OpenBreaker]:

@@ -65,13 +65,16 @@ def plan_person(
     *,
     rounds: int,
     max_rounds: int = MAX_ROUNDS,
+    rejected: frozenset[str] = frozenset(),
 ) -> PersonPlan:
     """Next step of a person request.
 
     ``findings``: the latest discovery read. ``children``: seat id → state of the child
     request made for it. ``rounds``: discovery reads made so far, this one included.
     A child still in flight means wait (the caller reads again only once all are
-    terminal, so this is the final read otherwise).
+    terminal, so this is the final read otherwise). ``rejected``: seats whose request an
+    operator rejected at the circuit breaker — the person request then ends ``cancelled``,
+    as the operator decided, not ``needs_review``.
     """
     if any(not state.is_terminal for state in children.values()):
         return PersonPlan(why="waiting for the seats' requests")
@@ -90,6 +93,13 @@ def plan_person(
         return PersonPlan(outcome=State.FAILED, verified=None,
                           why=f"revoking seat(s) {', '.join(failed)} failed: see their "
                               "requests, fix the cause and retry them, then this one")
+    if rejected:
+        kept = [f for f in held if str(f.seat_id) not in rejected]
+        if not kept and not any(f.kind == "review" for f in findings):
+            revoked = sum(s is State.REVOKED for s in children.values())
+            return PersonPlan(outcome=State.CANCELLED, verified=False,
+                              why=f"{len(rejected)} seat(s) rejected at the breaker by an "
+                                  f"operator (not revoked); {revoked} revoked")
     still = [f for f in held]  # held, and its child ended: not revoked after all
     reviews = [f for f in findings if f.kind == "review"]
     undecided = sorted(seat for seat, state in children.items() if state in UNDECIDED_CHILD)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from worker.decisions.breaker import Check, Limits
+from worker.decisions.breaker import Check
 from worker.decisions.occupant import Decision
 from worker.jobs.breaker import Breaker
 from worker.jobs.runtime import Runtime
@@ -33,15 +33,6 @@ class Brakes(Protocol):
               decision: Decision | None) -> Check: ...
 
 
-def breaker_of(rt: Runtime) -> Breaker:
-    settings = rt.settings
-    return Breaker(
-        rt.redis, settings.redis_key("breaker"),
-        Limits(settings.breaker_customer_max, settings.breaker_customer_share,
-               settings.breaker_org_max),
-        window_seconds=settings.breaker_window_seconds, enabled=settings.breaker_enabled)
-
-
 def released(store: RecordReader, record: RevocationRequest) -> bool:
     """An operator released it at the breaker (it was held: ``held_scope`` stays), or it is
     a row of a batch a second identity approved: it goes, and counts."""
@@ -58,7 +49,7 @@ class RedisBrakes:
 
     @classmethod
     def of(cls, rt: Runtime) -> RedisBrakes:
-        return cls(breaker_of(rt), rt.store, rt.seat_lists)
+        return cls(Breaker.from_settings(rt.settings, rt.redis), rt.store, rt.seat_lists)
 
     def admit(self, record: RevocationRequest, container: SeatContainer | None,
               decision: Decision | None) -> Check:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 
 from redis import Redis
 
+from config.settings import Settings
 from worker.decisions.breaker import ORG_SCOPE, Check, Limits, Verdict, customer_scope
 from worker.telemetry.logs import get_logger
 
@@ -106,6 +107,15 @@ class Breaker:
         self.clock = clock
         self._reserve = redis.register_script(RESERVE)
         self._observe = redis.register_script(OBSERVE)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis: Redis) -> Breaker:
+        """The breaker every process builds alike: its keys, limits and window."""
+        return cls(redis, settings.redis_key("breaker"),
+                   Limits(settings.breaker_customer_max, settings.breaker_customer_share,
+                          settings.breaker_org_max),
+                   window_seconds=settings.breaker_window_seconds,
+                   enabled=settings.breaker_enabled)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

@@ -207,7 +207,9 @@ def _step(
     window = claimed.window_started_at.isoformat() if claimed.window_started_at else None
     in_window = (int(known.get("rounds_in_window", 0)) + 1
                  if known.get("window") == window else 1)
-    plan = plan_person(findings, states, rounds=in_window)
+    rejected = frozenset(_seat_of(child) for child in children
+                         if child.state == State.CANCELLED and child.held_scope)
+    plan = plan_person(findings, states, rounds=in_window, rejected=rejected)
     log.info("person.discovered", round=rounds, scope=scope.describe(),
              held=sum(f.kind == "holds" for f in findings),
              review=sum(f.kind == "review" for f in findings), new=len(plan.create))

@@ -55,3 +55,24 @@ def test_success_is_never_reported_while_a_seat_is_held() -> None:
             continue
         plan = plan_person([A], {"seat-a": state}, rounds=2)
         assert plan.outcome not in (State.REVOKED, State.ALREADY_REVOKED, State.NO_ACTIVE_SEAT)
+
+
+@pytest.mark.parametrize(("findings", "children", "rejected", "outcome"), [
+    pytest.param([A], {"seat-a": State.CANCELLED}, {"seat-a"}, State.CANCELLED,
+                 id="its only seat rejected at the breaker: cancelled, as decided"),
+    pytest.param([A], {"seat-a": State.CANCELLED, "seat-b": State.REVOKED}, {"seat-a"},
+                 State.CANCELLED, id="one revoked, one rejected: cancelled, both said"),
+    pytest.param([A, B], {"seat-a": State.CANCELLED, "seat-b": State.OCCUPANT_MISMATCH},
+                 {"seat-a"}, State.NEEDS_REVIEW,
+                 id="a seat still held that nobody rejected: needs review"),
+    pytest.param([A, R], {"seat-a": State.CANCELLED}, {"seat-a"}, State.NEEDS_REVIEW,
+                 id="rejected, but an unclear seat list: needs review"),
+    pytest.param([A], {"seat-a": State.CANCELLED}, set(), State.NEEDS_REVIEW,
+                 id="cancelled by hand, not at the breaker: needs review as before"),
+])
+def test_seats_rejected_at_the_breaker(findings: list[Finding], children: dict[str, State],
+                                       rejected: set[str], outcome: State) -> None:
+    plan = plan_person(findings, children, rounds=2, rejected=frozenset(rejected))
+    assert plan.outcome is outcome, plan.why
+    if outcome is State.CANCELLED:
+        assert "rejected at the breaker" in plan.why and plan.verified is False

@@ -23,6 +23,7 @@ from worker.api import auth
 from worker.api.context import ApiContext, get_context
 from worker.api.routers.revocations import retry_request
 from worker.decisions.outcomes import ATTENTION_STATES, State
+from worker.jobs.breaker import OpenBreaker
 from worker.jobs.fleetpause import PauseInfo
 from worker.jobs.nodes import NodeRegistry
 from worker.store.batches import BatchSummary, list_batches
@@ -78,6 +79,8 @@ def page_values(request: Request, context: ApiContext, user: str) -> dict[str, A
     token of its forms, and the banners (queue paused, no worker alive)."""
     pauses, pause_error = _pauses(context)
     return {
+        "breakers": _breakers(context),
+        "breaker_enabled": context.settings.breaker_enabled,
         "user": user,
         "csrf": auth.csrf_token(request, context),
         "pauses": pauses,
@@ -217,6 +220,14 @@ def person(request: Request, request_id: str, user: User, context: Context) -> R
         "user": user, "record": record, "report": person_report(context.store, record),
         "children": context.store.children_of(record.id),
         "csrf": auth.csrf_token(request, context)})
+
+
+def _breakers(context: ApiContext) -> list[OpenBreaker]:
+    try:
+        return context.breaker.open_breakers()
+    except RedisError as exc:
+        log.warning("dashboard.breakers_unreadable", error=type(exc).__name__)
+        return []
 
 
 def _pauses(context: ApiContext) -> tuple[list[PauseInfo], str | None]:
