@@ -80,7 +80,7 @@ def customer_of_40(stack: LocalStack) -> dict[str, Any]:
     seats = stack.control.create_seats(
         [{"subscription_id": subscription, "email": e} for e in emails],
         owner_customer_id=customer["id"])
-    return {"customer": customer, "emails": emails,
+    return {"customer": customer, "emails": emails, "subscription": subscription,
             "seat_of": {s["email"]: s["id"] for s in seats}}
 
 
@@ -225,3 +225,50 @@ def test_a_single_termination_in_a_quiet_customer_is_never_held(
     (final,) = stack.wait_terminal([parent], timeout=60)
     assert final.state == "revoked", final.outcome_detail
     assert revoked_in_sandbox(stack, {world["seat_of"][world["emails"][0]]})
+
+
+@pytest.fixture(scope="module")
+def racing_stack(stack_database: str | None, redis_url: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Two nodes of two processes each; the organization may lose 12 seats per window."""
+    with LocalStack(workdir=tmp_path_factory.mktemp("race"), database_url=stack_database,
+                    redis_url=redis_url, breaker_limits={"breaker_org_max": 12}) as local:
+        local.add_worker(concurrency=2, name="n1")
+        local.add_worker(concurrency=2, name="n2")
+        yield local
+
+
+def test_two_nodes_racing_a_batch_and_scim_never_revoke_one_seat_over_the_limit(
+    racing_stack: LocalStack,
+) -> None:
+    from worker.intake.requests import RevocationInput
+
+    stack = racing_stack
+    app = create_app(stack.settings, producer=stack.producer,
+                     api_settings=ApiSettings(_env_file=None))  # type: ignore[call-arg]
+    a, b = customer_of_40(stack), customer_of_40(stack)
+    token = create_tenant(stack.store, customer_id=a["customer"]["id"]).token
+    batch_rows = [RevocationInput(seat_id=w["seat_of"][e], email=e,
+                                  subscription_id=w["subscription"])
+                  for w in (b, a) for e in w["emails"][:15]]
+    with TestClient(app) as client:
+        batch = stack.producer.submit_batch(batch_rows, name="race")
+        parents = deactivate(client, token, a["emails"][15:30])
+    seats_a, seats_b = set(a["seat_of"].values()), set(b["seat_of"].values())
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        rows = [stack.store.get(i) for i in batch.request_ids]
+        children = [c for p in parents for c in stack.store.children_of(p)]
+        states = Counter(str(r.state) for r in [*rows, *children] if r is not None)
+        if states["revoked"] + states["held"] == 30 + len(children) and len(children) == 15:
+            break
+        time.sleep(0.3)
+    time.sleep(1.0)
+    deletes = stack.control.revocations()
+    of_a = [d for d in deletes if d["seat_id"] in seats_a]
+    of_b = [d for d in deletes if d["seat_id"] in seats_b]
+    # The organization's 12, never one more; each customer within its 8 (20 % of 40).
+    assert len(of_a) + len(of_b) == 12, (len(of_a), len(of_b), states)
+    assert len(of_a) <= 8 and len(of_b) <= 8
+    assert states["revoked"] == 12 and states["held"] == 33, states
+    assert len({d["seat_id"] for d in deletes}) == len(deletes), "no seat revoked twice"
