@@ -48,6 +48,7 @@ from bench.common import (
 from config.settings import RateLimit
 from worker.connections import rate_limiter, redis_client
 from worker.intake.batchfile import parse_batch
+from worker.jobs.breaker import Breaker
 from worker.polar.auth import token_bucket
 from worker.polar.pacing import spacing
 from worker.sandbox.localstack import LocalStack
@@ -127,6 +128,7 @@ def run(
         log = stack.control.log()
         logs = stack.logs()
         limiter_state = _limiter_state(stack, rate)
+        breaker_cost = _breaker_cost(stack)
     finally:
         for node in stack.workers:  # stop first, so no worker writes keys after cleanup
             node.stop()
@@ -176,6 +178,8 @@ def run(
         "limiter_budget": spacing["budget"],
         "model_first_to_last_window_s": round((windows - 1) * spacing["span_ms"] / 1000, 3),
         "limiter_end_state": limiter_state,
+        "breaker_enabled": stack.settings.breaker_enabled,
+        **breaker_cost,
         **timing,
     }
     memory = sampler.figures()
@@ -190,6 +194,27 @@ def run(
 def _spacing(rate: str) -> dict[str, Any]:
     s = spacing(RateLimit.parse(rate))
     return {"budget": s.budget, "span_ms": s.span_us / 1000, "min_gap_ms": s.min_gap_us / 1000}
+
+
+def _breaker_cost(stack: LocalStack, calls: int = 2000) -> dict[str, Any]:
+    """What the breaker's check costs one revocation: ``Breaker.reserve`` (the per-customer
+    active-seat read and the reservation script, two Redis round trips) timed ``calls``
+    times against the run's Redis, after the batch (so it does not disturb it)."""
+    settings = stack.settings
+    client = redis_client(settings.redis_url)
+    try:
+        breaker = Breaker.from_settings(settings, client)
+        breaker.observe("bench-customer", "subscription_id:bench", 600)
+        times = []
+        for n in range(calls):
+            started = time.perf_counter()
+            breaker.reserve(f"bench-reserve-{n}", "bench-customer")
+            times.append(time.perf_counter() - started)
+        times.sort()
+        return {"breaker_reserve_us_p50": round(times[len(times) // 2] * 1e6, 1),
+                "breaker_reserve_us_p99": round(times[int(len(times) * 0.99)] * 1e6, 1)}
+    finally:
+        client.close()
 
 
 def _limiter_state(stack: LocalStack, rate: str) -> dict[str, Any]:
@@ -247,6 +272,9 @@ def print_report(data: dict[str, Any]) -> None:
         ["limiter at the end: share / ceiling", f"{f['limiter_end_state']['share_now']} / "
          f"{f['limiter_end_state']['ceiling']}"],
         ["worker startup, not in wall time (s)", f["worker_startup_s"]],
+        ["circuit breaker on; its check per revocation p50 / p99 (µs)",
+         f"{f['breaker_enabled']}; {f['breaker_reserve_us_p50']} / "
+         f"{f['breaker_reserve_us_p99']}"],
     ]
     print_table(["figure", "value"], rows, title="results")
     m = data["memory"]
