@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from tests.integration.test_scim import PATCH_SCHEMA, entra_user, headers, okta_user
 from worker.api import create_app
 from worker.api.settings import ApiSettings
+from worker.decisions.outcomes import State
 from worker.sandbox.localstack import LocalStack
 from worker.store.scim import create_tenant
 
@@ -194,15 +195,26 @@ def test_reject_cancels_the_held_requests_and_leaves_their_seats(
     parents = deactivate(client, token, world["emails"][:30])
     settle(stack, parents, revoked=8, held=22)
 
+    # Another termination of that customer while its breaker is open: held at once, and
+    # `revoke --wait` says so (exit 5) instead of waiting out its timeout.
+    email = world["emails"][35]
+    one = cli(stack, "revoke", world["seat_of"][email], "--subscription-id",
+              world["subscription"], "--email", email, "--wait", "--timeout", "60")
+    assert one.returncode == 5, one.stdout + one.stderr
+    assert "held at the circuit breaker" in one.stderr
+
     # Rejected from the dashboard's button: the signed-in key's name is who rejected.
     page = signed_in(client).get("/dashboard/breaker").text
     answer = client.post("/dashboard/breaker/reject", data={"target": scope,
                                                             "csrf": csrf_of(page)},
                          follow_redirects=False)
-    assert answer.status_code == 303 and "22" in answer.headers["location"]
+    assert answer.status_code == 303 and "23" in answer.headers["location"]
     children = [c for p in parents for c in stack.store.children_of(p)]
     cancelled = [c for c in children if c.state == "cancelled"]
     assert len(cancelled) == 22
+    single = [r for r in stack.store.find(states=[State.CANCELLED], limit=10_000)
+              if r.seat_id == world["seat_of"][email]]
+    assert len(single) == 1 and "rejected at the breaker" in (single[0].outcome_detail or "")
     assert all("rejected at the breaker by dashboard:ops-bob" in (c.outcome_detail or "")
                for c in cancelled)
     time.sleep(2.0)

@@ -121,16 +121,36 @@ def read_secret_file(path: Path) -> SecretStr:
 
 def wait_for(store: Store, request_id: str, timeout: float,
              watch: WorkerWatch | None = None) -> RevocationRequest:
-    """The request once it ended or ``timeout`` passed; ``NoWorker`` from ``watch``."""
+    """The request once it ended, is held at the circuit breaker (itself, or for a person
+    every unfinished seat of it: nothing moves until an operator acts), or ``timeout``
+    passed; ``NoWorker`` from ``watch``."""
     deadline = time.monotonic() + timeout
     while True:
         record = store.get(request_id)
         assert record is not None
-        if State(record.state).is_terminal or time.monotonic() > deadline:
+        if State(record.state).is_terminal or time.monotonic() > deadline \
+                or held_at_breaker(store, record):
             return record
         if watch is not None:
             watch.check()
         time.sleep(0.2)
+
+
+def held_at_breaker(store: Store, record: RevocationRequest) -> bool:
+    if record.state == State.HELD:
+        return True
+    if record.kind != "person" or State(record.state).is_terminal:
+        return False
+    unfinished = [c for c in store.children_of(record.id) if not State(c.state).is_terminal]
+    return bool(unfinished) and all(c.state == State.HELD for c in unfinished)
+
+
+def fail_held(record: RevocationRequest) -> NoReturn:
+    """Exit 5 for a request that waits for an operator at the circuit breaker."""
+    fail(f"request {record.id} is held at the circuit breaker"
+         f"{': ' + record.outcome_detail if record.outcome_detail else ''}; nothing is "
+         "revoked until an operator acts: seat-revoker held, then seat-revoker release or "
+         "reject", EXIT_PAUSED)
 
 
 def show(record: RevocationRequest, as_json: bool, history: list[Any] | None = None) -> None:

@@ -19,7 +19,8 @@ class Exit(IntEnum):
     USAGE = 2  # bad arguments or configuration, an ambiguous id prefix
     TIMEOUT = 3  # --wait gave up before every request had its outcome
     NO_WORKER = 4  # --wait: no live worker node is consuming the queue
-    PAUSED = 5  # `status` without an id: the queue is paused or a circuit breaker is open
+    PAUSED = 5  # `status` without an id: the queue is paused or a circuit breaker is open;
+    # `--wait`: the request waits for an operator at the circuit breaker
     NOT_FOUND = 6  # no request or batch with that id, prefix or key
 
 
@@ -34,7 +35,7 @@ EXIT_TABLE: tuple[tuple[int, str, str], ...] = (
     (Exit.TIMEOUT, "timeout", "`--wait` gave up (`--timeout`) before every outcome was in"),
     (Exit.NO_WORKER, "no worker", "`--wait`: no live worker node consumes the queue"),
     (Exit.PAUSED, "paused", "`status` without an id: the queue is paused or a circuit "
-     "breaker is open"),
+     "breaker is open; `--wait`: the request is held at the circuit breaker"),
     (Exit.NOT_FOUND, "not found", "no request or batch with that id, id prefix or key"),
 )
 

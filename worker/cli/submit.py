@@ -21,6 +21,8 @@ from worker.cli.common import (
     MAX_SOURCE,
     emit_json,
     fail,
+    fail_held,
+    held_at_breaker,
     load_settings,
     read_secret_file,
     refusal_text,
@@ -127,6 +129,8 @@ def revoke(seat_id: str, portal_token_file: Path | None, unguarded: bool, wait: 
         fail(f"{exc}. Request {record.id} is {current.state if current else 'unknown'}",
              EXIT_NO_WORKER)
     show(final, as_json)
+    if held_at_breaker(store, final):
+        fail_held(final)
     if not State(final.state).is_terminal:
         fail(f"timed out after {timeout:g}s: request {final.id} is still {final.state}"
              f"{still_why(final)}; it goes on without you: seat-revoker status {final.id[:8]}",
@@ -293,6 +297,8 @@ def offboard(wait: bool, timeout: float, as_json: bool, effective_at: datetime |
             click.echo(f"  seat {seat['seat_id']} ({where}): {seat['state']}")
         if final.outcome_detail:
             click.echo(f"  {final.outcome_detail}")
+    if held_at_breaker(store, final):
+        fail_held(final)
     if not State(final.state).is_terminal:
         sys.exit(EXIT_TIMEOUT)
     sys.exit(EXIT_OK if State(final.state).is_success else EXIT_FAILED)

@@ -140,7 +140,10 @@ def run_demo(people: int = 40, concurrency: int = 2, *,
     started = time.monotonic()
     stack = LocalStack(
         workdir=DEMO_DIR,
-        breaker_limits={},  # the product's defaults: the demo shows what an operator gets
+        # The demo offboards 40 people of one customer within seconds — exactly what the
+        # circuit breaker holds at the product's limits. It stays on here (every DELETE
+        # reserves its place) with limits the demo does not reach; tests/integration/
+        # test_breaker_flow.py shows it holding at the product's defaults.
         settings_overrides={"polar_read_timeout": 2.0, "retry_inline_max_wait": 2.0},
     )
     try:
