@@ -181,6 +181,13 @@ def _step(
                                         if claimed.window_started_at else []),
                  *(c.finished_at for c in children if c.finished_at)])
     after = since.timestamp() + rt.settings.clock_skew_seconds
+    # A manual retry opens a new window: the rounds limit counts from there.
+    window = claimed.window_started_at.isoformat() if claimed.window_started_at else None
+    in_window = (int(known.get("rounds_in_window", 0)) + 1
+                 if known.get("window") == window else 1)
+    if not wanted.is_named:  # nothing to look for: no read could prove anything
+        return _finish(rt, claimed, plan_person([], {}, rounds=in_window, named=False),
+                       known, rounds, [], window=(window, in_window))
     try:
         findings = step.run(claimed, lambda: discover(rt.seat_lists, scope, wanted,
                                                       share_in=share_in, after=after))
@@ -190,11 +197,7 @@ def _step(
     if isinstance(findings, Halted):
         return findings.outcome
     states = {_seat_of(child): State(child.state) for child in children}
-    # A manual retry opens a new window: the rounds limit counts from there.
-    window = claimed.window_started_at.isoformat() if claimed.window_started_at else None
-    in_window = (int(known.get("rounds_in_window", 0)) + 1
-                 if known.get("window") == window else 1)
-    plan = plan_person(findings, states, rounds=in_window)
+    plan = plan_person(findings, states, rounds=in_window, named=wanted.is_named)
     log.info("person.discovered", round=rounds, scope=scope.describe(),
              held=sum(f.kind == "holds" for f in findings),
              review=sum(f.kind == "review" for f in findings), new=len(plan.create))

@@ -55,3 +55,24 @@ def test_success_is_never_reported_while_a_seat_is_held() -> None:
             continue
         plan = plan_person([A], {"seat-a": state}, rounds=2)
         assert plan.outcome not in (State.REVOKED, State.ALREADY_REVOKED, State.NO_ACTIVE_SEAT)
+
+
+UNNAMED_CASES = [
+    # name, findings, children, rounds: a request that names no one, whatever was read
+    ("first run: nothing found", [], {}, 1),
+    ("a retry: nothing found", [], {}, 1),
+    ("a later round", [], {}, 3),
+    ("findings cannot make it a success", [A], {}, 1),
+    ("nor children that ended", [], {"seat-a": State.REVOKED}, 2),
+]
+
+
+@pytest.mark.parametrize(("name", "findings", "children", "rounds"), UNNAMED_CASES,
+                         ids=[c[0] for c in UNNAMED_CASES])
+def test_a_person_named_by_nothing_needs_review_never_no_active_seat(
+    name: str, findings: list[Finding], children: dict[str, State], rounds: int,
+) -> None:
+    plan = plan_person(findings, children, rounds=rounds, named=False)
+    assert plan.outcome is State.NEEDS_REVIEW
+    assert plan.verified is None and plan.create == ()
+    assert "names no one" in plan.why
