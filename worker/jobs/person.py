@@ -41,6 +41,7 @@ from worker.jobs.runtime import Runtime
 from worker.jobs.seatlists import SeatLists
 from worker.jobs.seatlock import Heartbeat, SeatBusy, seat_lock
 from worker.polar.seats import ContainerKind, SeatContainer
+from worker.store.cancels import ParentStopped
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import bind_task_context, get_logger
 
@@ -201,7 +202,13 @@ def _step(
     log.info("person.discovered", round=rounds, scope=scope.describe(),
              held=sum(f.kind == "holds" for f in findings),
              review=sum(f.kind == "review" for f in findings), new=len(plan.create))
-    created = _create_children(rt, claimed, plan.create) if plan.create else []
+    try:
+        created = _create_children(rt, claimed, plan.create) if plan.create else []
+    except ParentStopped:  # cancelled while it looked: no child is made, none is sent
+        log.info("person.cancelled", round=rounds, not_created=len(plan.create))
+        stopped = rt.store.get(claimed.id)
+        assert stopped is not None
+        return stopped
     if plan.outcome is None:
         rt.store.update(
             claimed.id, state=State.RETRYING,
@@ -284,7 +291,7 @@ def _create_children(
         "priority": parent.priority,
         "sent_at": None,
     } for f in found]
-    recorded = rt.store.add_requests(rows)
+    recorded = rt.store.add_requests(rows, parent_id=parent.id)
     unsent = [r.id for r, _ in recorded if r.state == State.QUEUED and r.sent_at is None]
     _send(rt, unsent)
     return [(f, r.id) for f, (r, _) in zip(found, recorded, strict=True)]
