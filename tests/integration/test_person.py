@@ -291,3 +291,95 @@ def test_whole_organization_scope_reaches_every_customer(sandbox_reset: LocalSta
 
     assert parent.state == "revoked", parent.outcome_detail
     assert revoked_seats(stack) == sorted([*world["ada_seats"], world["elsewhere"]])
+
+
+def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
+    import time as clock
+
+    deadline = clock.monotonic() + timeout
+    while not (found := check()):
+        assert clock.monotonic() < deadline, f"never: {what}"
+        clock.sleep(0.02)
+    return found
+
+
+def test_cancelling_a_person_mid_way_cancels_its_unsent_children_and_spares_their_seats(
+    sandbox_reset: LocalStack,
+) -> None:
+    """Eight seats, two worker processes, each DELETE slowed: the operator cancels once the
+    first DELETE is on its way. What had sent its DELETE finishes (revoked, honestly); every
+    other child ends cancelled with the operator's name, its seat untouched at Polar, and
+    the person request makes no new child on its later looks."""
+    import time as clock
+
+    from worker.jobs.person import WAIT_SECONDS
+
+    stack = sandbox_reset
+    store = stack.producer.store
+    tag = uuid.uuid4().hex[:6]
+    customer = stack.control.create_customer(f"billing.{tag}@acme.test")
+    ada = f"ada.{tag}@acme.test"
+    seats = stack.control.create_seats(
+        [{"subscription_id": str(uuid.uuid4()), "email": ada} for _ in range(8)],
+        owner_customer_id=customer["id"])
+    stack.control.add_fault(method="DELETE", latency_ms=700, times=1000)
+    record = stack.producer.offboard(PersonInput(email=ada, customer_id=customer["id"])).record
+    wait_for(lambda: any(c.first_delete_at for c in store.children_of(record.id)),
+             "a child sent its DELETE")
+
+    cancelled = stack.producer.cancel(record.id, actor="ops:ana")
+
+    assert cancelled.state == "cancelled"
+    children = stack.wait_terminal([c.id for c in store.children_of(record.id)], timeout=60)
+    sent = [c for c in children if c.first_delete_at is not None]
+    stopped = [c for c in children if c.state == "cancelled"]
+    assert len(children) == 8 and sent and len(stopped) >= 4, [c.state for c in children]
+    assert len(sent) + len(stopped) == 8, "every child either sent its DELETE or was stopped"
+    assert {c.state for c in sent} == {"revoked"}
+    assert revoked_seats(stack) == sorted(str(c.seat_id) for c in sent)
+    for child in stopped:
+        assert stack.control.seat(str(child.seat_id))["status"] != "revoked"
+        last = store.history(child.id)[-1]
+        assert last.state == "cancelled" and last.detail is not None
+        assert last.detail["by"] == "ops:ana" and last.detail["person_request"] == record.id
+    note = stack.producer.cancel_note(cancelled)
+    assert note.startswith(f"{len(stopped)} seat request(s) cancelled with it"), note
+    clock.sleep(WAIT_SECONDS + 1.5)  # the person request's next look, had it one
+    after = store.get(record.id)
+    assert after is not None and after.state == "cancelled"
+    assert len(store.children_of(record.id)) == 8
+    assert revoked_seats(stack) == sorted(str(c.seat_id) for c in sent)
+    assert len(seats) == 8
+
+
+def test_a_person_cancelled_while_it_discovers_makes_no_child(
+    sandbox_reset: LocalStack,
+) -> None:
+    """Cancelled while running (its seat-list reads slowed): cancellable, and its discovery,
+    once done, records no child and revokes nothing."""
+    import time as clock
+
+    stack = sandbox_reset
+    store = stack.producer.store
+    tag = uuid.uuid4().hex[:6]
+    customer = stack.control.create_customer(f"billing.{tag}@acme.test")
+    ada = f"ada.{tag}@acme.test"
+    seat = stack.control.create_seats([{"subscription_id": str(uuid.uuid4()), "email": ada}],
+                                      owner_customer_id=customer["id"])[0]
+    stack.control.add_fault(method="GET", latency_ms=600, times=1000)
+    record = stack.producer.offboard(PersonInput(email=ada, customer_id=customer["id"])).record
+    wait_for(lambda: store.get(record.id).state == "running",  # type: ignore[union-attr]
+             "the person request running")
+
+    cancelled = stack.producer.cancel(record.id, actor="ops:ana")
+
+    assert cancelled.state == "cancelled"
+    gets = wait_for(lambda: sum(n for route, n in stack.control.stats()["by_route"].items()
+                                if "customer-seats" in route and route.startswith("GET")),
+                    "the discovery read the seat list", timeout=30)
+    assert gets >= 1
+    clock.sleep(2.0)  # discovery returns and would record children now
+    after = store.get(record.id)
+    assert after is not None and after.state == "cancelled"
+    assert store.children_of(record.id) == []
+    assert revoked_seats(stack) == [] and stack.control.seat(seat["id"])["status"] != "revoked"

@@ -299,3 +299,38 @@ def test_deactivating_a_user_without_an_address_needs_review(
     record = stack.producer.store.get(answer.headers["Seat-Revoker-Offboarding"])
     assert record is not None and record.kind == "person"
     assert record.state == "needs_review" and "no email address" in (record.outcome_detail or "")
+
+
+def test_retrying_a_user_without_an_address_still_needs_review(
+    sandbox_reset: LocalStack, client: TestClient,
+) -> None:
+    """A retry runs the person request for real this time: it still names no one, so it
+    ends needs_review again, not no_active_seat "verified", and asks Polar nothing."""
+    stack = sandbox_reset
+    customer = stack.control.create_customer(f"billing.{uuid.uuid4().hex[:6]}@acmecorp.com")
+    stack.control.create_seats([{"subscription_id": str(uuid.uuid4()),
+                                 "email": f"someone.{uuid.uuid4().hex[:6]}@acmecorp.com"}],
+                               owner_customer_id=customer["id"])
+    auth = headers(tenant_token(stack, customer["id"]))
+    user = client.post("/scim/v2/Users", json={"schemas": [USER_SCHEMA], "userName": "jdoe43",
+                                               "active": True}, headers=auth).json()
+    answer = client.patch(f"/scim/v2/Users/{user['id']}", headers=auth, json={
+        "schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "value": {"active": False}}]})
+    request_id = answer.headers["Seat-Revoker-Offboarding"]
+    before = stack.control.stats()["by_route"]
+
+    retried = subprocess.run([sys.executable, "-m", "worker.cli.main", "retry", request_id],
+                             env={**os.environ, **stack.env}, capture_output=True, text=True,
+                             timeout=120)
+    assert retried.returncode == 0, retried.stderr
+    again = stack.wait_terminal([request_id], timeout=60)[0]
+
+    assert again.state == "needs_review", again.outcome_detail
+    assert again.end_state_verified is None and "names no one" in (again.outcome_detail or "")
+    assert again.attempts >= 1  # it ran, and decided the same
+    assert stack.producer.store.children_of(request_id) == []
+    assert stack.control.revocations() == []
+    assert stack.control.stats()["by_route"] == before
+    again_once_more = stack.producer.retry(request_id)
+    assert again_once_more.state == "queued"
+    assert stack.wait_terminal([request_id], timeout=60)[0].state == "needs_review"

@@ -64,18 +64,22 @@ def resume(scope: str | None, all_scopes: bool) -> None:
 @click.command()
 @click.argument("request_id")
 def cancel(request_id: str) -> None:
-    """Cancel a request that has not ended: scheduled, queued, or retrying (its next run
-    sees the cancellation and stops). A running attempt cannot be cancelled."""
+    """Cancel a request that has not ended: scheduled, held, awaiting approval, queued or
+    retrying (its next run sees the cancellation and stops). A running seat request cannot
+    be cancelled (it may be sending its DELETE); a person request can, running or not: its
+    seat requests that have not sent their DELETE are cancelled with it, and it makes no
+    new one."""
     from worker.intake.producer import Producer
 
     producer = Producer(load_settings())
     try:
         record = producer.cancel(find_request(producer.store, request_id).id, actor=actor())
+        note = producer.cancel_note(record)
     except ValueError as exc:
         fail(str(exc), EXIT_FAILED)
     finally:
         producer.close()
-    click.echo(f"cancelled {record.id}")
+    click.echo(f"cancelled {record.id}" + (f": {note}" if note else ""))
 
 
 @click.command()

@@ -69,6 +69,33 @@ WAITING_STATES = frozenset({State.SCHEDULED, State.HELD, State.AWAITING_APPROVAL
 IN_FLIGHT_STATES = frozenset({State.QUEUED, State.RUNNING, State.RETRYING})
 # Outcomes an operator must act on: listed by `failed`, retryable with `retry`.
 ATTENTION_STATES = frozenset({State.FAILED, State.NEEDS_REVIEW})
+# Nothing of these has gone to Polar yet, or it waits for its next try: an operator's
+# cancel stops them (``may_cancel``).
+CANCELLABLE_STATES = frozenset(
+    {State.SCHEDULED, State.HELD, State.AWAITING_APPROVAL, State.QUEUED, State.RETRYING}
+)
+# A person request also while it runs: it sends no DELETE itself (its children do).
+PERSON_CANCELLABLE_STATES = CANCELLABLE_STATES | {State.RUNNING}
+
+
+def may_cancel(state: State, *, kind: str, delete_sent: bool = False,
+               with_person: bool = False) -> bool:
+    """Whether an operator's cancel stops this request before it revokes anything.
+
+    ``kind``: ``seat`` or ``person``. ``delete_sent``: the request stamped
+    ``first_delete_at`` (its DELETE went, or is going, to Polar). ``with_person``: it is a
+    seat request of a person request being cancelled. A running seat request is stopped
+    only as a person's child whose DELETE has not been sent: the worker stamps
+    ``first_delete_at`` by compare-and-set just before the DELETE, so either the cancel or
+    the DELETE wins, never both. A running seat request of its own keeps running (it may be
+    sending its DELETE right now)."""
+    if state in CANCELLABLE_STATES:
+        return True
+    if state is State.RUNNING:
+        return kind == "person" or (with_person and not delete_sent)
+    return False
+
+
 # Outcomes the CLI treats as a job done (exit status 0).
 SUCCESS_STATES = frozenset(
     {State.REVOKED, State.ALREADY_REVOKED, State.OCCUPANT_MISMATCH, State.NO_ACTIVE_SEAT,

@@ -55,6 +55,11 @@ class PersonPlan:
     verified: bool | None = None  # the last read shows the person holds no active seat
 
 
+UNNAMED = ("the request names no one (no email address, external id, member id or "
+           "customer id), the only things that can find the person's seats: nothing was "
+           "revoked and nothing is verified. Offboard the person with `seat-revoker "
+           "offboard --email …`")
+
 FAILED_CHILD = frozenset({State.FAILED})
 UNDECIDED_CHILD = frozenset({State.NEEDS_REVIEW, State.CANCELLED})
 
@@ -64,6 +69,7 @@ def plan_person(
     children: Mapping[str, State],
     *,
     rounds: int,
+    named: bool = True,
     max_rounds: int = MAX_ROUNDS,
     rejected: frozenset[str] = frozenset(),
 ) -> PersonPlan:
@@ -71,11 +77,16 @@ def plan_person(
 
     ``findings``: the latest discovery read. ``children``: seat id → state of the child
     request made for it. ``rounds``: discovery reads made so far, this one included.
+    ``named``: the request names the person by something a seat can show (an address,
+    external id, member id or customer id); a request that names no one can find no seat,
+    and finding none proves nothing, so it needs review however often it is retried.
     A child still in flight means wait (the caller reads again only once all are
     terminal, so this is the final read otherwise). ``rejected``: seats whose request an
     operator rejected at the circuit breaker — the person request then ends ``cancelled``,
     as the operator decided, not ``needs_review``.
     """
+    if not named:
+        return PersonPlan(outcome=State.NEEDS_REVIEW, verified=None, why=UNNAMED)
     if any(not state.is_terminal for state in children.values()):
         return PersonPlan(why="waiting for the seats' requests")
     held = [f for f in findings if f.kind == "holds" and f.seat_id]

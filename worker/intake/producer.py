@@ -30,7 +30,12 @@ from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from config.settings import Priority, Settings
-from worker.decisions.outcomes import ATTENTION_STATES, State
+from worker.decisions.outcomes import (
+    ATTENTION_STATES,
+    CANCELLABLE_STATES,
+    PERSON_CANCELLABLE_STATES,
+    State,
+)
 from worker.intake.portal_tokens import discard_portal_token, stash_portal_token
 from worker.intake.requests import PersonInput, RevocationInput
 from worker.intake.rows import person_row, same_shape, seat_row
@@ -283,28 +288,50 @@ class Producer(Sender):
         return record
 
     def cancel(self, request_id: str, *, actor: str | None = None) -> RevocationRequest:
-        """Cancel a request that has not ended and is not running right now: scheduled,
-        queued or retrying. A message still in the broker finds it cancelled (terminal) and
-        stops: the worker claims a request only while it is not terminal."""
-        moved = self.store.transition(
-            [request_id], from_states=[State.SCHEDULED, State.QUEUED, State.RETRYING],
-            to_state=State.CANCELLED,
-            detail={"cancelled": "operator", **({"by": actor} if actor else {})},
-        )
+        """Cancel a request before it revokes anything: scheduled, held, awaiting approval,
+        queued or retrying (a message still in the broker finds it cancelled, terminal, and
+        stops); a person request also while it runs. A person request's seat requests that
+        have not sent their DELETE end cancelled too, recorded with the same actor
+        (``Store.cancel_children``); one already sending its DELETE finishes on its own, a
+        worker about to DELETE for one finds it cancelled (``Store.begin_delete``), and the
+        person request records no new one (``Store.add_requests(parent_id=…)``)."""
         record = self.store.get(request_id)
         if record is None:
             raise ValueError(f"no request {request_id!r}")
+        person = record.kind == "person"
+        moved = self.store.transition(
+            [request_id], from_states=PERSON_CANCELLABLE_STATES if person
+            else CANCELLABLE_STATES, to_state=State.CANCELLED,
+            detail={"cancelled": "operator", **({"by": actor} if actor else {})},
+        )
+        record = self.store.get(request_id)
+        assert record is not None
         if not moved:
             raise ValueError(f"request {request_id} is {record.state}; only scheduled, "
-                             "queued or retrying requests can be cancelled")
+                             "queued or retrying requests can be cancelled (also held or "
+                             "awaiting_approval ones, and a person request while it runs)")
+        children = self.store.cancel_children(request_id) if person else []
         if record.portal_token_ref:
             try:
                 discard_portal_token(self.redis, self.settings.redis_key("portal-token"),
                                      record.portal_token_ref)
             except RedisError as exc:  # it expires on its own
                 log.warning("portal_token.not_deleted", error=type(exc).__name__)
-        log.info("request.cancelled", request_id=request_id, by=actor)
+        log.info("request.cancelled", request_id=request_id, by=actor,
+                 **({"children_cancelled": len(children)} if person else {}))
         return record
+
+    def cancel_note(self, record: RevocationRequest) -> str:
+        """What a cancelled person request's seat requests came to, in one line ("" for a
+        seat request)."""
+        if record.kind != "person":
+            return ""
+        states = [State(child.state) for child in self.store.children_of(record.id)]
+        cancelled = sum(s is State.CANCELLED for s in states)
+        going = sum(not s.is_terminal for s in states)
+        done = len(states) - cancelled - going
+        return (f"{cancelled} seat request(s) cancelled with it, {going} had sent their "
+                f"DELETE and finish on their own, {done} had ended before")
 
 
 def offboard_person(*, settings: Settings | None = None, **fields: Any) -> RevocationRequest:

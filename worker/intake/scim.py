@@ -65,6 +65,7 @@ def unidentifiable_row(tenant: ScimTenant, user: ScimUser, reason: str,
         "requested_by": f"scim:{tenant.id}", "reason": f"{reason} ({user.user_name})",
         "outcome_detail": (f"SCIM user {user.id} ({user.user_name}) has no email address, "
                            "the only thing that can find their seats: offboard them with "
-                           "`seat-revoker offboard --email …` and cancel this one"),
+                           "`seat-revoker offboard --email …`. Nothing was revoked; this "
+                           "request stays needs_review (a retry cannot find them either)"),
         "sent_at": None,
     }

@@ -41,6 +41,7 @@ from worker.jobs.runtime import Runtime
 from worker.jobs.seatlists import SeatLists
 from worker.jobs.seatlock import Heartbeat, SeatBusy, seat_lock
 from worker.polar.seats import ContainerKind, SeatContainer
+from worker.store.cancels import ParentStopped
 from worker.store.models import RevocationRequest, utcnow
 from worker.telemetry.logs import bind_task_context, get_logger
 
@@ -194,6 +195,13 @@ def _step(
                                         if claimed.window_started_at else []),
                  *(c.finished_at for c in children if c.finished_at)])
     after = since.timestamp() + rt.settings.clock_skew_seconds
+    # A manual retry opens a new window: the rounds limit counts from there.
+    window = claimed.window_started_at.isoformat() if claimed.window_started_at else None
+    in_window = (int(known.get("rounds_in_window", 0)) + 1
+                 if known.get("window") == window else 1)
+    if not wanted.is_named:  # nothing to look for: no read could prove anything
+        return _finish(rt, claimed, plan_person([], {}, rounds=in_window, named=False),
+                       known, rounds, [], window=(window, in_window))
     try:
         findings = step.run(claimed, lambda: discover(rt.seat_lists, scope, wanted,
                                                       share_in=share_in, after=after))
@@ -203,17 +211,20 @@ def _step(
     if isinstance(findings, Halted):
         return findings.outcome
     states = {_seat_of(child): State(child.state) for child in children}
-    # A manual retry opens a new window: the rounds limit counts from there.
-    window = claimed.window_started_at.isoformat() if claimed.window_started_at else None
-    in_window = (int(known.get("rounds_in_window", 0)) + 1
-                 if known.get("window") == window else 1)
     rejected = frozenset(_seat_of(child) for child in children
                          if child.state == State.CANCELLED and child.held_scope)
-    plan = plan_person(findings, states, rounds=in_window, rejected=rejected)
+    plan = plan_person(findings, states, rounds=in_window, named=wanted.is_named,
+                       rejected=rejected)
     log.info("person.discovered", round=rounds, scope=scope.describe(),
              held=sum(f.kind == "holds" for f in findings),
              review=sum(f.kind == "review" for f in findings), new=len(plan.create))
-    created = _create_children(rt, claimed, plan.create) if plan.create else []
+    try:
+        created = _create_children(rt, claimed, plan.create) if plan.create else []
+    except ParentStopped:  # cancelled while it looked: no child is made, none is sent
+        log.info("person.cancelled", round=rounds, not_created=len(plan.create))
+        stopped = rt.store.get(claimed.id)
+        assert stopped is not None
+        return stopped
     if plan.outcome is None:
         rt.store.update(
             claimed.id, state=State.RETRYING,
@@ -296,7 +307,7 @@ def _create_children(
         "priority": parent.priority,
         "sent_at": None,
     } for f in found]
-    recorded = rt.store.add_requests(rows)
+    recorded = rt.store.add_requests(rows, parent_id=parent.id)
     unsent = [r.id for r, _ in recorded if r.state == State.QUEUED and r.sent_at is None]
     _send(rt, unsent)
     return [(f, r.id) for f, (r, _) in zip(found, recorded, strict=True)]

@@ -64,6 +64,15 @@ class RequestStore(GuardStore, OutcomeStore, Protocol):
 
     def renew_lease(self, request_id: str, *, until: datetime) -> bool: ...
 
+    def begin_delete(self, request_id: str, *, at: datetime) -> bool: ...
+
+    def cancel_children(self, parent_id: str, *, child_id: str | None = None
+                        ) -> list[str]: ...
+
+
+class DeleteStopped(Exception):
+    """The request (or its person request) was cancelled: no DELETE is sent."""
+
 
 class SeatDeleter(Protocol):
     def revoke_seat(self, seat_id: str, *, mode: Mode = "organization",
@@ -200,6 +209,8 @@ class SeatRevocation:
             done = self.step.run(record, self._revoke(record, access))
         except Held as held:
             return self._hold(record, held.check)
+        except DeleteStopped:
+            return self._stopped(record)
         if isinstance(done, Halted):
             return done.outcome
         return self.outcomes.finished(record, done)
@@ -249,13 +260,28 @@ class SeatRevocation:
                 check = self.brakes.admit(record, container, decision)
                 if check.verdict is not BreakerVerdict.GO:
                     raise Held(check)
-                first_delete_at = self.clock()
-                self.store.update(record.id, first_delete_at=first_delete_at)
+            # The last look before the DELETE, a compare-and-set against a cancel: an
+            # operator who cancelled this request or its person request wins, or the DELETE.
+            now = self.clock()
+            if not self.store.begin_delete(record.id, at=now):
+                raise DeleteStopped(record.id)
+            first_delete_at = first_delete_at or now
             revoked = self.polar.revoke_seat(seat_id, mode=access.mode,
                                              portal_token=access.portal_token)
             return delete_outcome(revoked, first_delete_at, self.skew, seen, verified)
 
         return once
+
+    def _stopped(self, record: RevocationRequest) -> RevocationRequest:
+        """Refused its DELETE: the request was cancelled, or its person request was (then
+        it is cancelled with it, with the person's actor, if the sweep has not yet)."""
+        if record.parent_id is not None:
+            self.store.cancel_children(record.parent_id, child_id=record.id)
+        final = self.store.get(record.id)
+        assert final is not None
+        log.info("seat.revoke.cancelled", state=final.state,
+                 reason="cancelled before its DELETE was sent")
+        return final
 
     def _switch_seat(self, record: RevocationRequest, stale: str, held: str) -> str:
         """The seat id named is someone else's now, but the person holds ``held`` in the

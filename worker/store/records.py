@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from worker.decisions.outcomes import TERMINAL_STATES, State
+from worker.store.cancels import Cancels, hold_parent
 from worker.store.engine import (
     CHECK_BUSY_TIMEOUT_MS,
     DB_ERRORS,
@@ -65,7 +66,7 @@ class RequestChanges(TypedDict, total=False):
     held_scope: str | None  # the breaker scope that held it (kept after a release)
 
 
-class Store(RecordReader):
+class Store(Cancels, RecordReader):
     """Persistence of requests, batches and their history."""
 
     @classmethod
@@ -147,15 +148,19 @@ class Store(RecordReader):
         rows: Sequence[dict[str, Any]],
         batch: dict[str, Any] | None = None,
         lines: Sequence[int] | None = None,
+        *,
+        parent_id: str | None = None,
     ) -> list[tuple[RevocationRequest, bool]]:
         """Insert requests; a row whose idempotency key exists yields the existing record.
 
         Returns ``(record, created)`` per row, in order; all rows (and the batch) commit
         together. Inserts are executemany statements, so 10,000 rows take well under a second.
+        ``parent_id``: the rows are children of that person request, recorded only while it
+        has not ended (``ParentStopped`` otherwise: a cancelled person gets no new child).
         """
         for _ in range(3):  # a concurrent producer may insert one of our keys meanwhile
             try:
-                return self._insert_new(rows, batch, lines)
+                return self._insert_new(rows, batch, lines, parent_id)
             except IntegrityError:
                 continue
         raise RuntimeError("could not insert requests: idempotency keys kept colliding")
@@ -165,9 +170,12 @@ class Store(RecordReader):
         rows: Sequence[dict[str, Any]],
         batch: dict[str, Any] | None,
         lines: Sequence[int] | None,
+        parent_id: str | None = None,
     ) -> list[tuple[RevocationRequest, bool]]:
         now = utcnow()
         with self.session() as session:
+            if parent_id is not None:
+                hold_parent(session, parent_id)
             if batch is not None:
                 session.execute(insert(Batch), [{"created_at": now, **batch}])
             existing = self._by_keys(session, [row["idempotency_key"] for row in rows])
@@ -259,6 +267,11 @@ class Store(RecordReader):
             if record is None:
                 raise KeyError(request_id)
             state = changes.get("state")
+            if (record.state == State.CANCELLED and state is not None
+                    and State(state) is not State.CANCELLED):
+                # An operator's cancel stands: a run that began before it (and was stopped
+                # before its DELETE) does not write its own ending over it.
+                return record
             for name, value in changes.items():
                 setattr(record, name, value.value if isinstance(value, State) else value)
             record.updated_at = now

@@ -14,6 +14,7 @@ from worker.decisions.outcomes import (
     State,
     backoff,
     classify_fleet_fault,
+    may_cancel,
     plan_retry,
 )
 from worker.polar.errors import Fault, classify_status
@@ -438,3 +439,36 @@ def test_by_default_a_transient_backoff_gives_the_worker_slot_back() -> None:
     plan = plan_retry(Fault.TRANSIENT, inline_attempt=1, task_attempt=1, elapsed=0.0,
                       retry_after=None, policy=RetryPolicy())
     assert plan.action is Action.RETRY_LATER
+
+
+CANCEL_CASES = [
+    # state, kind, delete_sent, with_person, may cancel
+    (State.SCHEDULED, "seat", False, False, True),
+    (State.QUEUED, "seat", False, False, True),
+    (State.RETRYING, "seat", True, False, True),  # a past try failed: its next one stops
+    (State.HELD, "seat", False, True, True),
+    (State.AWAITING_APPROVAL, "person", False, False, True),
+    (State.RUNNING, "seat", False, False, False),  # its own run may be sending the DELETE
+    (State.RUNNING, "seat", False, True, True),  # a person's child, DELETE not sent: stops
+    (State.RUNNING, "seat", True, True, False),  # DELETE sent: it finishes on its own
+    (State.RUNNING, "person", False, False, True),  # discovery or children in flight
+    (State.QUEUED, "person", False, False, True),
+    (State.REVOKED, "seat", True, True, False),
+    (State.NEEDS_REVIEW, "person", False, False, False),
+    (State.CANCELLED, "seat", False, True, False),
+]
+
+
+@pytest.mark.parametrize(("state", "kind", "delete_sent", "with_person", "expected"),
+                         CANCEL_CASES,
+                         ids=[f"{c[0]}-{c[1]}-sent={c[2]}-child={c[3]}" for c in CANCEL_CASES])
+def test_may_cancel(state: State, kind: str, delete_sent: bool, with_person: bool,
+                    expected: bool) -> None:
+    assert may_cancel(state, kind=kind, delete_sent=delete_sent,
+                      with_person=with_person) is expected
+
+
+def test_no_terminal_state_is_cancellable() -> None:
+    for state in TERMINAL_STATES:
+        for kind in ("seat", "person"):
+            assert not may_cancel(state, kind=kind, with_person=True)

@@ -76,3 +76,24 @@ def test_seats_rejected_at_the_breaker(findings: list[Finding], children: dict[s
     assert plan.outcome is outcome, plan.why
     if outcome is State.CANCELLED:
         assert "rejected at the breaker" in plan.why and plan.verified is False
+
+
+UNNAMED_CASES = [
+    # name, findings, children, rounds: a request that names no one, whatever was read
+    ("first run: nothing found", [], {}, 1),
+    ("a retry: nothing found", [], {}, 1),
+    ("a later round", [], {}, 3),
+    ("findings cannot make it a success", [A], {}, 1),
+    ("nor children that ended", [], {"seat-a": State.REVOKED}, 2),
+]
+
+
+@pytest.mark.parametrize(("name", "findings", "children", "rounds"), UNNAMED_CASES,
+                         ids=[c[0] for c in UNNAMED_CASES])
+def test_a_person_named_by_nothing_needs_review_never_no_active_seat(
+    name: str, findings: list[Finding], children: dict[str, State], rounds: int,
+) -> None:
+    plan = plan_person(findings, children, rounds=rounds, named=False)
+    assert plan.outcome is State.NEEDS_REVIEW
+    assert plan.verified is None and plan.create == ()
+    assert "names no one" in plan.why

@@ -68,6 +68,21 @@ class FakeStore:
     def renew_lease(self, request_id: str, *, until: datetime) -> bool:
         return True
 
+    cancelled_people: frozenset[str] = frozenset()
+
+    def begin_delete(self, request_id: str, *, at: datetime) -> bool:
+        record = self.records[request_id]
+        if record.state != "running" or record.parent_id in self.cancelled_people:
+            return False
+        record.first_delete_at = record.first_delete_at or at
+        return True
+
+    def cancel_children(self, parent_id: str, *, child_id: str | None = None) -> list[str]:
+        assert child_id is not None and parent_id in self.cancelled_people
+        self.records[child_id].state = "cancelled"
+        self.events.append((child_id, "cancelled"))
+        return [child_id]
+
     def last_revocation_of_seat(self, seat_id: str, *, excluding: str
                                 ) -> RevocationRequest | None:
         return None
@@ -375,3 +390,35 @@ def test_the_breaker_is_asked_once_before_the_first_delete_only() -> None:
     w.service.run(record)
     assert len(w.polar.deletes) == 2  # retried inline after the 503
     assert len(w.brakes.admitted) == 1
+
+
+def test_a_request_cancelled_while_its_guard_reads_sends_no_delete() -> None:
+    """The cancel lands between the claim and the DELETE: the last look before the DELETE
+    (a compare-and-set in the store) finds it, and the outcome the run would have written
+    does not replace the cancellation."""
+    held = seat("leaver@acme.test")
+    record = request(seat_id=held.id, occupant_email="leaver@acme.test")
+    w = world(record, [held])
+    read = w.lists.read
+
+    def read_then_cancel(*args: Any, **kwargs: Any) -> list[CustomerSeat]:
+        w.store.records[record.id].state = "cancelled"  # an operator, meanwhile
+        return read(*args, **kwargs)
+
+    w.lists.read = read_then_cancel  # type: ignore[method-assign]
+    done = w.service.run(record)
+    assert isinstance(done, RevocationRequest)
+    assert done.state == "cancelled" and done.first_delete_at is None
+    assert w.polar.deletes == []
+
+
+def test_a_child_of_a_cancelled_person_sends_no_delete_and_ends_cancelled() -> None:
+    held = seat("leaver@acme.test")
+    parent = str(uuid.uuid4())
+    record = request(seat_id=held.id, occupant_email="leaver@acme.test", parent_id=parent)
+    w = world(record, [held])
+    w.store.cancelled_people = frozenset({parent})
+    done = w.service.run(record)
+    assert isinstance(done, RevocationRequest)
+    assert done.state == "cancelled" and w.polar.deletes == []
+    assert w.store.events == [(record.id, "running"), (record.id, "cancelled")]

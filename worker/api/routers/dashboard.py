@@ -22,7 +22,12 @@ from redis.exceptions import RedisError
 from worker.api import auth
 from worker.api.context import ApiContext, get_context
 from worker.api.routers.revocations import retry_request
-from worker.decisions.outcomes import ATTENTION_STATES, State
+from worker.decisions.outcomes import (
+    ATTENTION_STATES,
+    CANCELLABLE_STATES,
+    PERSON_CANCELLABLE_STATES,
+    State,
+)
 from worker.jobs.breaker import OpenBreaker
 from worker.jobs.fleetpause import PauseInfo
 from worker.jobs.nodes import NodeRegistry
@@ -46,7 +51,8 @@ SEGMENTS = [
     (State.CANCELLED, "muted"),
 ]
 ATTENTION = sorted(s.value for s in ATTENTION_STATES)
-CANCELLABLE = sorted(s.value for s in (State.SCHEDULED, State.QUEUED, State.RETRYING))
+CANCELLABLE = sorted(s.value for s in CANCELLABLE_STATES)
+PERSON_CANCELLABLE = sorted(s.value for s in PERSON_CANCELLABLE_STATES)
 
 
 def current_user(request: Request, context: Context) -> str:
@@ -88,6 +94,7 @@ def page_values(request: Request, context: ApiContext, user: str) -> dict[str, A
         "workers": live_workers(context),
         "retryable": ATTENTION,
         "cancellable": CANCELLABLE,
+        "person_cancellable": PERSON_CANCELLABLE,
         "path": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
     }
 

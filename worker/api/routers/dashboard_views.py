@@ -173,12 +173,14 @@ def cancel(
     csrf: Annotated[str, Form(max_length=200)] = "",
     next_page: Annotated[str, Form(alias="next", max_length=2000)] = "/dashboard",
 ) -> Response:
-    """Cancel a scheduled, queued or retrying request; the signed-in user is recorded."""
+    """Cancel a request that has not started its DELETE (a person request with its seat
+    requests that have not); the signed-in user is recorded."""
     if not auth.csrf_ok(request, context, csrf):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "bad CSRF token; reload the page")
     try:
-        cancel_request(context, request_id, actor=actor_of(user))
-        notice = f"Request {request_id[:8]} cancelled."
+        record = cancel_request(context, request_id, actor=actor_of(user))
+        note = context.producer.cancel_note(record)
+        notice = f"Request {request_id[:8]} cancelled" + (f": {note}." if note else ".")
     except HTTPException as exc:
         notice = f"Could not cancel {request_id[:8]}: {exc.detail}"
     return go(local_path(next_page), notice)

@@ -207,8 +207,9 @@ def get_revocation(request_id: str, _: Caller, context: Context) -> RevocationOu
     responses={404: {}, 409: {"description": "The request is running or has ended"}},
 )
 def cancel(request_id: str, caller: Caller, context: Context) -> RevocationOut:
-    """Cancel a scheduled, queued or retrying request (a retrying one stops before its next
-    attempt). The caller is recorded in its history."""
+    """Cancel a scheduled, held, awaiting-approval, queued or retrying request (a retrying
+    one stops before its next attempt); a person request also while it runs, with its seat
+    requests that have not sent their DELETE. The caller is recorded in its history."""
     return RevocationOut.of(cancel_request(context, request_id, actor=caller))
 
 
@@ -235,7 +236,7 @@ def retry_request(context: ApiContext, request_id: str, *, actor: str) -> Any:
 
 
 def cancel_request(context: ApiContext, request_id: str, *, actor: str) -> Any:
-    """Cancel as ``actor``: a scheduled, queued or retrying request; 404 or 409 otherwise."""
+    """Cancel as ``actor`` (``Producer.cancel`` says what can be); 404 or 409 otherwise."""
     if context.store.get(request_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
     try:
